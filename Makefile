@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh root Debian machine: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+APT_PACKAGES := iproute2 iputils-ping iputils-tracepath conntrack iptables tcpdump procps util-linux kmod
+PYTEST := $(VENV)/bin/pytest
+# xdist workers for the project's tests (labs get per-worker names, so they run side by side)
+TEST_WORKERS ?= 2
+
+.PHONY: install system-packages python-packages demo test unit lab-down clean
+
+install: system-packages python-packages
+
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "netconform: missing Debian packages ($$missing); run make as root to install them" >&2; exit 1; fi; \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+python-packages: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "netconform needs Python >= 3.11" >&2; exit 1; }
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e .
+	touch $@
+
+demo: install
+	@$(PYTEST) checks/ --lab -p no:randomly -q; rc=$$?; \
+	echo "report: $$(ls -td reports/*/ 2>/dev/null | head -1)"; exit $$rc
+
+test: install
+	$(PYTEST) tests/ -n $(TEST_WORKERS)
+
+unit: install
+	$(PYTEST) tests/unit -q
+
+lab-down:
+	-$(VENV)/bin/netconform-lab down --all
+
+clean: lab-down
+	rm -rf $(VENV) build *.egg-info
