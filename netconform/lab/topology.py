@@ -255,12 +255,12 @@ def pod_netns_name(lab: str, namespace: str, pod: str) -> str:
 
 
 def validate_lab_name(name: str) -> str:
+    """Lab names are 1-12 of [a-z0-9]: no '-', so the prefix `nc-<lab>-` of one lab never
+    matches another lab's namespaces (lab "a" vs lab "a-b") and teardown can sweep by prefix."""
     import re
 
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,19}", name or ""):
-        raise ValueError(
-            f"lab name {name!r} must be 1-20 characters of a-z, 0-9 and '-', starting with a letter or digit"
-        )
+    if not re.fullmatch(r"[a-z0-9]{1,12}", name or ""):
+        raise ValueError(f"lab name {name!r} must be 1-12 characters of a-z and 0-9")
     return name
 
 
@@ -307,7 +307,8 @@ def build_spec(
     node_specs: list[NodeSpec] = []
     for i in range(nodes):
         ip = str(node_subnet.network_address + 10 + i)
-        nname = f"ip-{ip.replace('.', '-')}.ec2.internal" if vpc else f"{name}-worker-{i}"
+        nname = (f"ip-{ip.replace('.', '-')}.us-west-2.compute.internal" if vpc
+                 else f"{name}-worker-{i}")
         n = NodeSpec(
             name=nname,
             index=i,
