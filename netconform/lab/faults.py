@@ -147,22 +147,29 @@ class DnsUdpBlocked(Fault):
 
 
 class ApiserverEndpointDown(Fault):
+    """The apiserver behind one endpoint IP is down: connections to it are refused.
+
+    Refused rather than dropped on purpose: kube-proxy picks a ClusterIP's endpoint at random,
+    and a refusal lets a ClusterIP probe retry cheaply and reach a live endpoint, so the
+    ClusterIP verdict stays deterministic while the per-endpoint check names the dead one.
+    """
+
     name = "apiserver-endpoint-down"
-    summary = "one apiserver endpoint stops answering (its packets are dropped)"
+    summary = "one apiserver endpoint stops answering (its apiserver is down, connections refused)"
 
     def default_target(self, spec: LabSpec) -> str:
         return spec.apiserver_ips[0]
 
-    def _rule(self, spec: LabSpec, target: str) -> tuple[str, ...]:
+    def _key(self, spec: LabSpec, target: str) -> str:
         if target not in spec.apiserver_ips:
             raise FaultError(f"{target!r} is not an apiserver endpoint ({', '.join(spec.apiserver_ips)})")
-        return ("-d", f"{target}/32", "-p", "tcp", "--dport", "443", *_tag(self.name), "-j", "DROP")
+        return f"apiserver:{target}"
 
     def apply(self, lab: LabRuntime, target: str) -> None:
-        _insert_once(lab.spec.underlay_netns, "filter", "INPUT", *self._rule(lab.spec, target))
+        lab.stop_server(self._key(lab.spec, target))
 
     def heal(self, lab: LabRuntime, target: str) -> None:
-        _delete_all(lab.spec.underlay_netns, "filter", "INPUT", *self._rule(lab.spec, target))
+        lab.start_server(self._key(lab.spec, target))
 
 
 class ServiceEndpointDown(Fault):

@@ -1,0 +1,7 @@
+"""Registers netconform's pytest plugins (the suite's code lives in plugins/ and fixtures/)."""
+pytest_plugins = [
+    "plugins.options",
+    "plugins.lab",
+    "plugins.targets",
+    "fixtures.probing",
+]
