@@ -3,5 +3,6 @@ pytest_plugins = [
     "plugins.options",
     "plugins.lab",
     "plugins.targets",
+    "plugins.catalog",
     "fixtures.probing",
 ]

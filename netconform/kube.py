@@ -18,13 +18,13 @@ from typing import Any
 
 from .errors import ClusterUnavailable, PermissionMissing
 
-# kind -> (API path, permission a user needs for it)
-SNAPSHOT_KINDS: dict[str, tuple[str, str]] = {
-    "pods": ("/api/v1/pods", "list pods"),
-    "services": ("/api/v1/services", "list services"),
-    "endpointslices": ("/apis/discovery.k8s.io/v1/endpointslices", "list endpointslices.discovery.k8s.io"),
-    "nodes": ("/api/v1/nodes", "list nodes"),
-    "root_ca_configmaps": ("/api/v1/configmaps?fieldSelector=metadata.name%3Dkube-root-ca.crt",
+# kind -> (API path, query, the permission a user needs for it)
+SNAPSHOT_KINDS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
+    "pods": ("/api/v1/pods", [], "list pods"),
+    "services": ("/api/v1/services", [], "list services"),
+    "endpointslices": ("/apis/discovery.k8s.io/v1/endpointslices", [], "list endpointslices.discovery.k8s.io"),
+    "nodes": ("/api/v1/nodes", [], "list nodes"),
+    "root_ca_configmaps": ("/api/v1/configmaps", [("fieldSelector", "metadata.name=kube-root-ca.crt")],
                            "list configmaps"),
 }
 
@@ -39,10 +39,17 @@ class Cluster:
     ca_pem: str = ""  # the CA the client trusts for the apiserver, if the kubeconfig names one
     in_cluster: bool = False
 
-    def get_json(self, path: str, timeout: float = 15.0) -> dict:
-        resp = self.api_client.call_api(
-            path, "GET", header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout)
+    def get_json(self, path: str, query: list[tuple[str, str]] | None = None, timeout: float = 15.0) -> dict:
+        """GET an API path as plain JSON (no model decoding); ApiException on HTTP errors."""
+        from kubernetes.client.exceptions import ApiException
+
+        method, url, headers, _, _ = self.api_client.param_serialize(
+            "GET", path, query_params=query or [], header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        resp = self.api_client.call_api(method, url, header_params=headers, _request_timeout=timeout)
+        resp.read()
+        if not 200 <= resp.status <= 299:
+            raise ApiException(http_resp=resp)
         return json.loads(resp.data)
 
 
@@ -151,9 +158,9 @@ def take_snapshot(cluster: Cluster, timeout: float = 20.0) -> Snapshot:
     snap = Snapshot(context=cluster.context, server=cluster.server, version=version, ca_pem=cluster.ca_pem)
 
     def fetch(kind: str) -> tuple[str, list[dict] | None, str | None]:
-        path, perm = SNAPSHOT_KINDS[kind]
+        path, query, perm = SNAPSHOT_KINDS[kind]
         try:
-            return kind, cluster.get_json(path, timeout=timeout).get("items", []), None
+            return kind, cluster.get_json(path, query, timeout=timeout).get("items", []), None
         except ApiException as e:
             if e.status in (401, 403):
                 return kind, None, perm
@@ -179,4 +186,4 @@ def _brief(e: Exception) -> str:
 def require(snap: Snapshot, kind: str) -> None:
     """Raise PermissionMissing if the snapshot could not list `kind`."""
     if kind in snap.missing_permissions:
-        raise PermissionMissing(snap.missing_permissions[kind])
+        raise PermissionMissing(snap.missing_permissions[kind], f"read the cluster's {kind}")

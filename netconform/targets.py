@@ -164,7 +164,10 @@ def plan_targets(snap: Snapshot, *, pod_refs: list[tuple[str, str]] = (), select
                              "to run the pod checks")
     pods = list({p.key: p for p in pods}.values())
 
-    wanted = list(node_names) or sorted({p.node for p in pods if p.node})
+    # Node checks follow the target pods; with no target at all they cover every node (on a
+    # node, or as an in-cluster Job, that includes the local one).
+    wanted = list(node_names) or sorted({p.node for p in pods if p.node}) or (
+        [] if pod_refs or selector else sorted(n["metadata"]["name"] for n in snap.nodes))
     nodes = []
     for name in wanted:
         node = snap.node(name)

@@ -130,8 +130,12 @@ def _no_target(reason: str, argname: str):
     return pytest.param(None, marks=pytest.mark.skip(reason=reason), id=f"no-target-{argname}")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize `pod` and `node` over the run's targets (checks with `pod_pair` pick pairs)."""
+    """Parametrize `pod` and `node` over the run's targets (checks with `pod_pair` pick pairs).
+
+    First, so test ids start with the target: `test_dns_resolves[default/web-0-kubernetes.default-udp]`.
+    """
     plugin = targets(metafunc.config)
     if plugin is None or plugin.plan is None:
         return

@@ -35,19 +35,19 @@ def iptables(netns: str, *args: str) -> None:
         raise RuntimeError(f"iptables {' '.join(args)} in {netns}: {out.stderr.strip()}")
 
 
-def _rule_present(netns: str, *spec: str) -> bool:
-    out = subprocess.run(["ip", "netns", "exec", netns, "iptables", "-w", "-C", *spec],
+def _rule_present(netns: str, table: str, chain: str, *rule: str) -> bool:
+    out = subprocess.run(["ip", "netns", "exec", netns, "iptables", "-w", "-t", table, "-C", chain, *rule],
                          capture_output=True, timeout=10)
     return out.returncode == 0
 
 
 def _insert_once(netns: str, table: str, chain: str, *rule: str) -> None:
-    if not _rule_present(netns, "-t", table, chain, *rule):
+    if not _rule_present(netns, table, chain, *rule):
         iptables(netns, "-t", table, "-I", chain, *rule)
 
 
 def _delete_all(netns: str, table: str, chain: str, *rule: str) -> None:
-    while _rule_present(netns, "-t", table, chain, *rule):
+    while _rule_present(netns, table, chain, *rule):
         iptables(netns, "-t", table, "-D", chain, *rule)
 
 
