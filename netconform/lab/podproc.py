@@ -27,8 +27,10 @@ HIERARCHIES = ("pids", "systemd", "unified")
 _POD_INIT = r"""
 mount --bind "$1" /etc/resolv.conf || exit 97
 if [ -n "$2" ]; then
+  # read first: the lab's state folder is itself under /run, which the tmpfs hides
+  env="$(cat "$2")" || exit 98
   mount -t tmpfs -o size=64k,mode=755 netconform-run /run && mkdir -p /run/flannel \
-    && cp "$2" /run/flannel/subnet.env || exit 98
+    && printf '%s\n' "$env" > /run/flannel/subnet.env || exit 98
 fi
 exec sleep infinity
 """
