@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 from . import aws, kubeproxy
-from .apiserver import ApiServer, ObjectStore, write_kubeconfig
+from .apiserver import ApiError, ApiServer, ObjectStore, write_kubeconfig
 from .dataplane import Dataplane
 from .dnsserver import cluster_records
 from .faults import FAULTS, FaultError
@@ -180,7 +180,7 @@ class Lab:
         key = f"{obj['metadata'].get('namespace', 'default')}/{obj['metadata']['name']}"
         pid = self.pods.pid(key)
         if pid is None:
-            raise LookupError(f"pod {key} has no running process")
+            raise ApiError(404, "NotFound", f"pod {key} has no running container process")
         # Enter the pod's network and mount namespaces, as a container exec would.
         return ["nsenter", "-t", str(pid), "-n", "-m", "--", *command]
 
