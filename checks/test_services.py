@@ -13,10 +13,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     plugin = targets(metafunc.config)
     if plugin is None or plugin.snapshot is None:
         return
-    try:
-        ports = cases.service_cases(plugin.snapshot, metafunc.config.option.service)
-    except Exception as e:  # an unknown --service is a usage error, reported once at collection
-        raise pytest.UsageError(str(e)) from None
+    ports = cases.service_cases(plugin.snapshot, metafunc.config.option.service)  # validated at start
     if "service_port" in metafunc.fixturenames:
         metafunc.parametrize("service_port", [pytest.param(p, id=p.id) for p in ports if p.cluster_ip != "None"])
     if "service_endpoint" in metafunc.fixturenames:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from netconform import cases
 from netconform.errors import NetconformError
 from netconform.kube import Cluster, Snapshot, connect, take_snapshot
 from netconform.targets import TargetPlan, plan_targets
@@ -82,6 +83,9 @@ class TargetsPlugin:
             self.plan = plan_targets(self.snapshot, pod_refs=opt.pod, selector=opt.selector,
                                      namespace=opt.namespace, node_names=opt.node,
                                      lab_default=bool(opt.lab))
+            # Every name the user gave is checked now, so a typo is one usage line at start.
+            cases.service_cases(self.snapshot, opt.service)
+            cases.pod_pairs(self.snapshot, self.plan.pods[:1], opt.dst_pod)
         except NetconformError as e:
             raise pytest.UsageError(str(e)) from None
 
