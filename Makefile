@@ -3,16 +3,18 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 APT_PACKAGES := iproute2 iputils-ping iputils-tracepath conntrack iptables tcpdump procps util-linux kmod
+# only `make test` needs these: the HTML report is opened in a real headless browser
+TEST_APT_PACKAGES := chromium
 PYTEST := $(VENV)/bin/pytest
 # xdist workers for the project's tests (labs get per-worker names, so they run side by side)
 TEST_WORKERS ?= 2
 
-.PHONY: install system-packages python-packages demo test unit lab-down clean
+.PHONY: install system-packages test-system-packages python-packages demo test unit lab-down clean
 
 install: system-packages python-packages
 
-system-packages:
-	@missing=$$(for p in $(APT_PACKAGES); do \
+system-packages test-system-packages:
+	@missing=$$(for p in $(if $(filter test-%,$@),$(TEST_APT_PACKAGES),$(APT_PACKAGES)); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "netconform: missing Debian packages ($$missing); run make as root to install them" >&2; exit 1; fi; \
@@ -32,8 +34,8 @@ demo: install
 	@$(PYTEST) checks/ --lab -p no:randomly -q; rc=$$?; \
 	echo "report: $$(ls -td reports/*/ 2>/dev/null | head -1)"; exit $$rc
 
-test: install
-	$(PYTEST) tests/ -n $(TEST_WORKERS)
+test: install test-system-packages
+	$(PYTEST) tests/ -n $(TEST_WORKERS) --dist loadgroup
 
 unit: install
 	$(PYTEST) tests/unit -q

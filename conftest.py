@@ -5,4 +5,5 @@ pytest_plugins = [
     "plugins.targets",
     "plugins.catalog",
     "fixtures.probing",
+    "plugins.report",
 ]
