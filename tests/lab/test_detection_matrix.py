@@ -95,6 +95,7 @@ def run_suite(lab: LabUnderTest, tmp_path: Path) -> list[Outcome]:
     junit = tmp_path / "junit.xml"
     argv = [sys.executable, "-m", "pytest", "checks/", "-q", "-p", "no:cacheprovider", "-n", "3",
             "--probe-timeout", "1", f"--junitxml={junit}", "-o", "junit_family=xunit2",
+            "--report-dir", str(tmp_path / "reports"),
             "--service", "kube-system/kube-dns", "--service", "default/kubernetes", "--service", "default/web"]
     for p in lab.targets:
         argv += ["--pod", f"{p['namespace']}/{p['name']}"]

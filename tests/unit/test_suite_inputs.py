@@ -51,7 +51,9 @@ def run_checks(*args: str, env: dict | None = None, kubeconfig: Path | None = No
     if kubeconfig:
         e["KUBECONFIG"] = str(kubeconfig)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pytest", "checks/", "-q", "-p", "no:cacheprovider", *args],
+    reports = ROOT / "build" / "test-reports"
+    return subprocess.run([sys.executable, "-m", "pytest", "checks/", "-q", "-p", "no:cacheprovider",
+                           "--report-dir", str(reports), *args],
                           cwd=ROOT, env=e, capture_output=True, text=True, timeout=120)
 
 
