@@ -6,9 +6,9 @@
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from .analysis.selectors import parse_label_selector, selector_matches
 from .errors import UsageError
 from .kube import Snapshot
 
@@ -79,55 +79,6 @@ def pod_target(pod: dict) -> PodTarget:
     )
 
 
-# -- label selectors (the API's syntax, evaluated on the snapshot) --------------------------------
-_REQ = re.compile(r"""\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9./_-]+)\s*
-                      (?:(?P<op>==|=|!=)\s*(?P<val>[A-Za-z0-9._-]*)
-                       |\s+(?P<setop>in|notin)\s*\((?P<vals>[^)]*)\))?\s*$""", re.X)
-
-
-def parse_selector(selector: str) -> list[tuple[str, str, set[str]]]:
-    """`app=web,tier in (a,b),!legacy` -> [(key, op, values)]; UsageError on bad syntax."""
-    reqs = []
-    for part in _split_selector(selector):
-        m = _REQ.match(part)
-        if not m or (m.group("neg") and (m.group("op") or m.group("setop"))):
-            raise UsageError(f"--selector: cannot parse {part.strip()!r} (e.g. app=web,tier in (a,b),!legacy)")
-        if m.group("neg"):
-            reqs.append((m.group("key"), "!", set()))
-        elif m.group("setop"):
-            reqs.append((m.group("key"), m.group("setop"), {v.strip() for v in m.group("vals").split(",") if v.strip()}))
-        elif m.group("op"):
-            reqs.append((m.group("key"), "!=" if m.group("op") == "!=" else "=", {m.group("val")}))
-        else:
-            reqs.append((m.group("key"), "exists", set()))
-    return reqs
-
-
-def _split_selector(selector: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in selector:
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return [p for p in parts if p.strip()]
-
-
-def selector_matches(reqs: list[tuple[str, str, set[str]]], labels: dict[str, str]) -> bool:
-    for key, op, vals in reqs:
-        present, value = key in labels, labels.get(key)
-        ok = {"exists": present, "!": not present, "=": present and value in vals,
-              "!=": value not in vals, "in": present and value in vals,
-              "notin": value not in vals}[op]
-        if not ok:
-            return False
-    return True
-
-
 # -- the plan ---------------------------------------------------------------------------------
 def plan_targets(snap: Snapshot, *, pod_refs: list[tuple[str, str]] = (), selector: str = "",
                  namespace: str = "", node_names: list[str] = (), lab_default: bool = False) -> TargetPlan:
@@ -142,7 +93,10 @@ def plan_targets(snap: Snapshot, *, pod_refs: list[tuple[str, str]] = (), select
             raise UsageError(f"--pod {ns}/{name}: no such pod in namespace {ns} (context {snap.context})")
         pods.append(pod_target(pod))
     if selector:
-        reqs = parse_selector(selector)
+        try:
+            reqs = parse_label_selector(selector)
+        except ValueError as e:
+            raise UsageError(f"--selector {selector!r}: {e} (e.g. app=web,tier in (a,b),!legacy)") from None
         chosen = [pod_target(p) for p in snap.pods
                   if (not namespace or p["metadata"].get("namespace") == namespace)
                   and selector_matches(reqs, p["metadata"].get("labels") or {})]

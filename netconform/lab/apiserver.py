@@ -46,6 +46,9 @@ from typing import Any
 import yaml
 from aiohttp import WSMsgType, web
 
+from ..analysis import selectors
+from ..analysis.selectors import Requirement, label_selector_from_dict  # noqa: F401 - re-exported
+
 from netconform.lab.k8s_objects import (
     API_RESOURCES,
     KUBERNETES_VERSION,
@@ -103,83 +106,15 @@ def _no_resource() -> ApiError:
     return ApiError(404, "NotFound", "the server could not find the requested resource", {})
 
 
-# -- selectors --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Requirement:
-    key: str
-    op: str  # "=", "!=", "in", "notin", "exists", "!"
-    values: tuple[str, ...] = ()
-
-    def matches(self, labels: dict[str, str]) -> bool:
-        has = self.key in labels
-        value = labels.get(self.key)
-        if self.op == "=":
-            return has and value == self.values[0]
-        if self.op == "!=":
-            return not has or value != self.values[0]
-        if self.op == "in":
-            return has and value in self.values
-        if self.op == "notin":
-            return not has or value not in self.values
-        if self.op == "exists":
-            return has
-        return not has  # "!"
-
-
-_SET_RE = re.compile(r"^([^\s!=(),]+)\s+(in|notin)\s*\((.*)\)$")
-
-
-def _split_top(s: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in s:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return [p.strip() for p in parts if p.strip()]
-
+# -- selectors (parsing lives in netconform.analysis.selectors) --------------------------------
 
 def parse_label_selector(selector: str | None) -> list[Requirement]:
-    """Parse `a=b,c!=d,e in (x,y),f notin (z),g,!h` (apimachinery labels.Parse syntax)."""
-    reqs = []
-    for term in _split_top(selector or ""):
-        if term.startswith("!"):
-            key, op, values = term[1:].strip(), "!", ()
-        elif m := _SET_RE.match(term):
-            key, op = m.group(1), m.group(2)
-            values = tuple(v.strip() for v in m.group(3).split(",") if v.strip())
-        elif "!=" in term:
-            key, _, v = term.partition("!=")
-            op, values = "!=", (v.strip(),)
-        elif "==" in term:
-            key, _, v = term.partition("==")
-            op, values = "=", (v.strip(),)
-        elif "=" in term:
-            key, _, v = term.partition("=")
-            op, values = "=", (v.strip(),)
-        else:
-            key, op, values = term, "exists", ()
-        key = key.strip()
-        if not key or re.search(r"[\s()=!,]", key) or any(re.search(r"[\s()=!,]", v) for v in values):
-            raise bad_request(f"unable to parse requirement: {term!r}")
-        reqs.append(Requirement(key, op, values))
-    return reqs
+    """The API's answer to an unparsable selector is a 400, not a crash."""
+    try:
+        return selectors.parse_label_selector(selector)
+    except ValueError as e:
+        raise bad_request(str(e)) from None
 
-
-def label_selector_from_dict(sel: dict[str, Any]) -> list[Requirement]:
-    """A `metav1.LabelSelector` (matchLabels, matchExpressions) as requirements."""
-    reqs = [Requirement(k, "=", (v,)) for k, v in (sel.get("matchLabels") or {}).items()]
-    ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
-    for e in sel.get("matchExpressions") or []:
-        reqs.append(Requirement(e["key"], ops[e["operator"]], tuple(e.get("values") or ())))
-    return reqs
 
 
 def parse_field_selector(selector: str | None) -> list[tuple[str, str, str]]:
