@@ -109,7 +109,12 @@ def lab_heal(name: str, fault: str | None) -> dict:
 
 def cmd_up(args: argparse.Namespace) -> int:
     paths = start_lab(args.name, args.flavor, args.nodes, args.pods_per_node, args.cluster_domain)
-    print(env_lines(paths))
+    try:
+        exports = env_lines(paths)
+    except BaseException:  # Ctrl-C (or a failure) before the exports are out: `up` failed, remove the lab
+        stop_lab(paths.name)
+        raise
+    print(exports, flush=True)
     return 0
 
 
@@ -240,8 +245,15 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit code 2, like every other CLI error (no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="netconform-lab", description="The built-in lab cluster.")
+    ap = _Parser(prog="netconform-lab", description="The built-in lab cluster.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def named(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -290,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (CliError, ValueError) as e:
         print(f"netconform-lab: {e}", file=sys.stderr)
+        return 2
+    except PermissionError as e:  # a non-root user reading root's lab state (status, env, fault, heal)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"netconform-lab: permission denied{where}: the lab needs root", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("netconform-lab: interrupted", file=sys.stderr)

@@ -157,7 +157,13 @@ class Lab:
                 if not pod.host_network:
                     self.dataplane.add_pod(pod)
                 self.pods.start(pod)
+                # Running only once the process is inside the pod's namespaces: until then its
+                # netns is the lab process's (the root one), and an exec would run there.
+                self.pods.wait_ready(keys={pod.key})
             except Exception:
+                self.pods.stop(pod.key)
+                if not pod.host_network:
+                    self.dataplane.remove_pod(pod)
                 self.spec.pods.remove(pod)
                 raise
             self.write_status()

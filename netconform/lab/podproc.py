@@ -118,10 +118,13 @@ class PodProcesses:
         self.procs[pod.key] = proc
         return proc.pid
 
-    def wait_ready(self, timeout: float = 5.0) -> None:
-        """Wait until every pod process has its resolv.conf mounted (i.e. reached `sleep`)."""
+    def wait_ready(self, timeout: float = 5.0, keys: set[str] | None = None) -> None:
+        """Wait until every pod process (or those of `keys`) has entered its namespaces and
+        mounted its resolv.conf (i.e. reached `sleep`); before that its netns is still the lab's."""
         deadline = time.monotonic() + timeout
         for key, proc in self.procs.items():
+            if keys is not None and key not in keys:
+                continue
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(f"pod process for {key} exited with {proc.returncode}")
