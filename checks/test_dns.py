@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -43,18 +42,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("replica", [pytest.param(r, id=r.name.split("/")[-1]) for r in reps] or [
             pytest.param(None, id="no-replicas", marks=pytest.mark.skip(
                 reason="kube-dns has no ready CoreDNS endpoints in its EndpointSlices"))])
-
-
-@pytest.fixture
-def resolv_conf(pod, pod_probe) -> str:
-    """The pod's own /etc/resolv.conf, read through its process's root (what its resolver reads)."""
-    if not pod_probe.pid:
-        pytest.skip(f"no process of pod {pod.key} found to read its /etc/resolv.conf through")
-    path = Path(f"/proc/{pod_probe.pid}/root/etc/resolv.conf")
-    try:
-        return path.read_text()
-    except OSError as e:
-        pytest.skip(f"cannot read pod {pod.key}'s resolv.conf at {path}: {e.strerror}")
 
 
 @pytest.fixture

@@ -17,25 +17,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         pytest.param(None, id="not-requested", marks=pytest.mark.skip(reason=OPT_IN))])
 
 
-def _address(pod, external, pod_probe, resolv_path: str) -> str:
+def _address(pod, external, pod_probe, resolv_conf: str) -> str:
     kind, value = external
     if kind == "ip":
         return value
-    conf = open(resolv_path).read() if pod_probe.pid else ""
-    r = pod_probe("dns:resolve_like_pod", resolv_conf=conf, name=value, timeout=pod_probe.timeout, attempts=1)
+    r = pod_probe("dns:resolve_like_pod", resolv_conf=resolv_conf, name=value, timeout=pod_probe.timeout, attempts=1)
     assert r["ok"] and r["answers"], f"pod {pod.key} could not resolve external host {value}: {r['outcome']}"
     return r["answers"][0]
 
 
 @pytest.mark.check("external.icmp")
-def test_external_icmp(pod, external, pod_probe):
-    ip = _address(pod, external, pod_probe, f"/proc/{pod_probe.pid}/root/etc/resolv.conf")
+def test_external_icmp(pod, external, pod_probe, resolv_conf):
+    ip = _address(pod, external, pod_probe, resolv_conf)
     r = pod_probe("icmp:ping", dst=ip, count=2, timeout=pod_probe.timeout / 2)
     assert r["ok"], f"pod {pod.key} got no ICMP reply from external {external[1]} ({ip}): {r['error_kind']}"
 
 
 @pytest.mark.check("external.tcp")
-def test_external_tcp(pod, external, pod_probe):
-    ip = _address(pod, external, pod_probe, f"/proc/{pod_probe.pid}/root/etc/resolv.conf")
+def test_external_tcp(pod, external, pod_probe, resolv_conf):
+    ip = _address(pod, external, pod_probe, resolv_conf)
     r = pod_probe("tcp:connect", ip=ip, port=443, timeout=pod_probe.timeout)
     assert r["ok"], f"pod {pod.key} could not connect to external {external[1]} ({ip}):443: {r['error_kind']} ({r['error']})"

@@ -250,6 +250,19 @@ def _rs_hash() -> str:
     return "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(10))
 
 
+def wire_pod(pod: PodSpec, lab: str, flavor: str, mtu: int, *, sgfp: bool = False) -> None:
+    """Give a non-hostNetwork pod its link identity: MACs, MTU and the CNI's host veth name.
+    Used for the spec's pods and for pods created later through the lab API."""
+    pod.mac = _mac(lab, pod.key, "eth0")
+    pod.host_veth_mac = _mac(lab, pod.key, "host")
+    pod.mtu = mtu
+    if flavor == "vpc-cni":
+        # SGFP strict mode uses the "vlan" host veth prefix (CNI pkg/networkutils/names.go)
+        pod.host_veth = vpc_cni_host_veth(pod.namespace, pod.name, "vlan" if sgfp else "eni")
+    else:
+        pod.host_veth = _flannel_host_veth(pod.namespace, pod.name)
+
+
 def pod_netns_name(lab: str, namespace: str, pod: str) -> str:
     return f"nc-{lab}-{namespace}-{pod}"
 
@@ -346,14 +359,7 @@ def build_spec(
             qos_class=qos,
         )
         if not host_network:
-            p.mac = _mac(name, p.key, "eth0")
-            p.host_veth_mac = _mac(name, p.key, "host")
-            p.mtu = pod_mtu
-            if vpc:
-                # SGFP strict mode uses the "vlan" host veth prefix (CNI pkg/networkutils/names.go)
-                p.host_veth = vpc_cni_host_veth(namespace, pname, "vlan" if sgfp else "eni")
-            else:
-                p.host_veth = _flannel_host_veth(namespace, pname)
+            wire_pod(p, name, flavor, pod_mtu, sgfp=sgfp)
         if sgfp:
             p.sgfp = True
             p.vlan_id = 1 + sum(1 for q in pods if q.sgfp and q.node == node.name)
