@@ -32,7 +32,7 @@ from .netservers import NetServers
 from .pki import CertificateAuthority
 from .podproc import PodProcesses
 from .state import LabPaths, write_json
-from .topology import KUBE_PROXY_HEALTHZ_PORT, LabSpec, PodSpec, build_spec, pod_netns_name
+from .topology import KUBE_PROXY_HEALTHZ_PORT, LabSpec, PodSpec, build_spec, pod_netns_name, wire_pod
 
 log = logging.getLogger("netconform.lab")
 
@@ -89,6 +89,10 @@ class Lab:
             elif pod.role == "app":
                 self.servers.start_app(f"app:{pod.key}", pod.netns, pod.ip,
                                        [(p.port, p.protocol, p.name) for p in pod.ports], pod.name)
+        # The opt-in "external" host answers TCP/443, so --external-ip/--external-host pass on a
+        # healthy lab (nothing is ever sent beyond the lab's own namespaces).
+        self.servers.start_app("external:443", s.external_netns, s.external_ip, [(443, "TCP", "https")],
+                               "external")
         for node in s.nodes:
             self.servers.start_healthz(f"healthz:{node.name}", node.netns, port=KUBE_PROXY_HEALTHZ_PORT)
         for ip in s.apiserver_ips:
@@ -206,13 +210,7 @@ class Lab:
             container_id=secrets.token_hex(32), image=c0.get("image", ""), ports=[],
         )
         if not host:
-            from .topology import _mac, vpc_cni_host_veth, _flannel_host_veth
-
-            pod.mac = _mac(self.spec.name, pod.key, "eth0")
-            pod.host_veth_mac = _mac(self.spec.name, pod.key, "host")
-            pod.mtu = self.spec.pod_mtu
-            pod.host_veth = (vpc_cni_host_veth(ns, name) if self.spec.flavor == "vpc-cni"
-                             else _flannel_host_veth(ns, name))
+            wire_pod(pod, self.spec.name, self.spec.flavor, self.spec.pod_mtu)
         return pod
 
     def _free_pod_ip(self, node: str) -> str:
