@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from fixtures.clusterip import reach_clusterip
 from netconform import cases
-from netconform.retry import clusterip_attempts, until_ok
 from plugins.targets import targets
 
 # Every apiserver serving certificate carries this name (kube-apiserver adds it itself).
@@ -62,28 +62,27 @@ def _health(probe, ip: str, port: int, ca: str) -> dict:
                  timeout=probe.timeout, attempts=1)
 
 
-def _clusterip_failure(probe, svc: cases.ServicePort, ca: str) -> str:
+def _clusterip_failure(probe, svc: cases.ServicePort, ca: str, node: str, self_ips: list[str]) -> str:
     """'' when /livez and /readyz both answered 200 through the ClusterIP, else the verdict.
 
-    Each path is retried on its own new connections: kube-proxy picks an endpoint per
+    Each path is attempted on its own new connections: kube-proxy picks an endpoint per
     connection, so requiring one attempt to land both requests on live endpoints would turn a
     single dead endpoint into a coin toss.
     """
     for path in ("/livez", "/readyz"):
-        last, tries = until_ok(
-            lambda: probe("https:get", ip=svc.cluster_ip, port=svc.port, path=path, ca_pem=ca,
-                          server_name=SERVER_NAME, timeout=probe.timeout),
-            max_attempts=clusterip_attempts(len(svc.endpoints)), budget_s=1.5 * probe.timeout)
-        if not last["ok"]:
-            kinds = sorted({str(t.get("error_kind")) for t in tries})
-            return (f"the kubernetes ClusterIP {svc.cluster_ip}:{svc.port}: {_failed_step(path, last)}"
-                    + (f" (all {len(tries)} attempts: {', '.join(kinds)})" if len(tries) > 1 else ""))
+        out = reach_clusterip(probe, svc.cluster_ip, svc.port, svc.endpoints, "https", node=node, service=svc.key,
+                              self_ips=self_ips, path=path, ca_pem=ca, server_name=SERVER_NAME)
+        if not out.ok:
+            # A TLS or HTTP failure says more than the attempt count: which stage, with OpenSSL's reason.
+            stage = out.last_failure.get("error_kind") or ""
+            lead = f"{_failed_step(path, out.last_failure)}; " if stage.startswith(("tls", "http", "ca")) else f"{path}: "
+            return f"the kubernetes ClusterIP {svc.cluster_ip}:{svc.port}: {lead}{out.sentence}"
     return ""
 
 
 @pytest.mark.check("apiserver.clusterip")
 def test_apiserver_clusterip(pod, pod_probe, cluster_ca, kubernetes_svc):
-    failure = _clusterip_failure(pod_probe, kubernetes_svc, cluster_ca)
+    failure = _clusterip_failure(pod_probe, kubernetes_svc, cluster_ca, pod.node, pod.ips)
     assert not failure, f"pod {pod.key} on node {pod.node}: {failure}"
 
 
@@ -95,7 +94,7 @@ def test_apiserver_endpoint(pod, endpoint, pod_probe, cluster_ca):
 
 @pytest.mark.check("apiserver.node_clusterip")
 def test_apiserver_node_clusterip(node, node_probe, cluster_ca, kubernetes_svc):
-    failure = _clusterip_failure(node_probe, kubernetes_svc, cluster_ca)
+    failure = _clusterip_failure(node_probe, kubernetes_svc, cluster_ca, node.name, [node.ip])
     assert not failure, f"node {node.name}: {failure}"
 
 

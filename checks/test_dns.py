@@ -9,8 +9,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from fixtures.clusterip import BUDGET_TIMEOUTS, reach_clusterip
 from netconform import cases
 from netconform.analysis.resolvconf import cluster_domain_from_search, parse_resolv_conf
+from netconform.analysis.vip import attempts_summary
+from netconform.retry import attempts_for
 from plugins.targets import targets
 
 PROTOS = [pytest.param(False, id="udp"), pytest.param(True, id="tcp")]
@@ -74,19 +77,20 @@ def _name(request, name_case: str, pod, domain: str, k8s_ip: str) -> Name:
     return Name(name, name, (ip,) if ip else None, f"--dns-name {name}")
 
 
-def _why_not(pod_probe, name: str, servers: list[str], replicas, tcp: bool) -> str:
-    """Differential diagnosis: ask the replicas directly, and over the other transport."""
+def _why_not(pod_probe, name: str, servers: list[str], replicas, tcp: bool, node: str) -> str:
+    """Differential diagnosis: ask the replicas directly (all at once), and over the other transport."""
     t = max(pod_probe.timeout / 2, 0.5)
     other = pod_probe("dns:query", server=servers[0], name=name, tcp=not tcp, timeout=t) if servers else None
-    direct = [(r, pod_probe("dns:query", server=r.ip, name=name, tcp=tcp, timeout=t)) for r in replicas]
+    direct = pod_probe("vip:each", kind="dns", targets=[[r.ip, r.port] for r in replicas], name=name, tcp=tcp,
+                       timeout=t) if replicas else []
     proto, other_proto = ("TCP", "UDP") if tcp else ("UDP", "TCP")
-    good = [r.name for r, d in direct if d["ok"]]
-    bad = [r.name for r, d in direct if not d["ok"]]
+    good = [r.name for r, d in zip(replicas, direct) if d["ok"]]
+    bad = [r.name for r, d in zip(replicas, direct) if not d["ok"]]
     if other and other["ok"] and not good:
         return f"{other_proto} to {servers[0]} answered — {proto}/53 is filtered on the way to CoreDNS"
     if direct and not bad:
         return (f"every CoreDNS replica ({', '.join(good)}) answered directly — the Service path to "
-                f"{servers[0]} on the pod's node is broken (kube-proxy rules for kube-dns)")
+                f"{servers[0]} on node {node} is broken (kube-proxy rules for kube-dns)")
     if direct and not good:
         return f"no CoreDNS replica answered directly ({', '.join(bad)}) — cluster DNS itself is down"
     if bad:
@@ -115,24 +119,36 @@ def test_dns_resolves(request, pod, name_case, tcp, pod_probe, dns_env, resolv_c
                     f"expected {list(n.expect)} — stale or wrong records", pytrace=False)
     replicas = cases.dns_replicas(targets(request.config).snapshot, "TCP" if tcp else "UDP")
     fqdn = f"kubernetes.default.svc.{domain}."
-    why = _why_not(pod_probe, fqdn, list(conf.nameservers), replicas, tcp)
+    why = _why_not(pod_probe, fqdn, list(conf.nameservers), replicas, tcp, pod.node)
     pytest.fail(f"pod {pod.key}: {n.name} ({n.what}) did not resolve over {proto} through "
                 f"{', '.join(conf.nameservers)}: {_answer_text(r)}; {why}", pytrace=False)
 
 
 @pytest.mark.check("dns.nxdomain")
 @pytest.mark.parametrize("tcp", PROTOS)
-def test_dns_nxdomain(pod, tcp, pod_probe, dns_env):
+def test_dns_nxdomain(request, pod, tcp, pod_probe, dns_env):
     conf, domain, _, _ = dns_env
     if not conf.nameservers:
         pytest.skip(f"pod {pod.key}'s resolv.conf lists no nameserver")
+    server = conf.nameservers[0]
     name = f"netconform-{secrets.token_hex(4)}.{pod.namespace}.svc.{domain}."
-    r = pod_probe("dns:query", server=conf.nameservers[0], name=name, tcp=tcp, timeout=pod_probe.timeout)
+    replicas = cases.dns_replicas(targets(request.config).snapshot, "TCP" if tcp else "UDP")
+    t = pod_probe.timeout
+    # The nameserver is normally the kube-dns ClusterIP: retried like one, so a dead replica
+    # behind it cannot decide what this check is about (no wildcard answers).
+    r = pod_probe("vip:through", kind="dns", ip=server, port=53, name=name, tcp=tcp,
+                  max_attempts=attempts_for(len(replicas)), timeout=t, budget_s=BUDGET_TIMEOUTS * t,
+                  _budget=(BUDGET_TIMEOUTS + 2) * t + 5)
     proto = "TCP" if tcp else "UDP"
-    assert r["rcode"] == "NXDOMAIN", (
+    if not r["ok"]:
+        why = _why_not(pod_probe, name, [server], replicas, tcp, pod.node)
+        pytest.fail(f"pod {pod.key}: {server} gave no answer over {proto} for {name} (cannot exist): "
+                    f"{attempts_summary(server + ':53', r)}; {why}", pytrace=False)
+    answer = r["answer"]
+    assert answer["rcode"] == "NXDOMAIN", (
         f"pod {pod.key}: {name} (cannot exist) got "
-        f"{'answers ' + str(r['answers']) + ' (a wildcard)' if r['answers'] else (r['rcode'] or r['error_kind'])} "
-        f"from {conf.nameservers[0]} over {proto} instead of NXDOMAIN")
+        f"{'answers ' + str(answer['answers']) + ' (a wildcard)' if answer['answers'] else answer['rcode']} "
+        f"from {server} over {proto} instead of NXDOMAIN")
 
 
 @pytest.mark.check("dns.clusterip")
@@ -141,18 +157,24 @@ def test_dns_clusterip(request, pod, tcp, pod_probe, dns_env):
     conf, domain, dns_ip, k8s_ip = dns_env
     if not dns_ip or dns_ip == "None":
         pytest.skip("no kube-dns Service ClusterIP in the cluster")
+    snap = targets(request.config).snapshot
     fqdn = f"kubernetes.default.svc.{domain}."
-    r = pod_probe("dns:query", server=dns_ip, name=fqdn, tcp=tcp, timeout=pod_probe.timeout)
-    if r["ok"] and r["answers"] == [k8s_ip]:
+    proto, other_proto = ("TCP", "UDP") if tcp else ("UDP", "TCP")
+    out = reach_clusterip(pod_probe, dns_ip, 53, cases.dns_replicas(snap, proto), "dns", node=pod.node,
+                          service=cases.dns_service_key(snap), self_ips=pod.ips, name=fqdn, tcp=tcp)
+    if out.ok:
+        answer = out.answer
+        assert answer["answers"] == [k8s_ip], (
+            f"pod {pod.key}: kube-dns ClusterIP {dns_ip} answered {fqdn} with {answer['answers'] or answer['rcode']}, "
+            f"expected [{k8s_ip}]")
         return
-    proto = "TCP" if tcp else "UDP"
-    if r["ok"]:
-        pytest.fail(f"pod {pod.key}: kube-dns ClusterIP {dns_ip} answered {fqdn} with {r['answers'] or r['rcode']}, "
-                    f"expected [{k8s_ip}]", pytrace=False)
-    replicas = cases.dns_replicas(targets(request.config).snapshot, "TCP" if tcp else "UDP")
-    why = _why_not(pod_probe, fqdn, [dns_ip], replicas, tcp)
-    pytest.fail(f"pod {pod.key}: kube-dns ClusterIP {dns_ip} gave no answer over {proto} "
-                f"({r['error_kind']}: {r['error']}) on node {pod.node}; {why}", pytrace=False)
+    why = out.sentence
+    if out.verdict.verdict == "all-backends-down":
+        other = pod_probe("dns:query", server=dns_ip, name=fqdn, tcp=not tcp, timeout=pod_probe.timeout)
+        why += (f"; {other_proto} to {dns_ip} answered — {proto}/53 is filtered on the way to CoreDNS" if other["ok"]
+                else f"; {other_proto} gets no answer either — cluster DNS itself is down")
+    pytest.fail(f"pod {pod.key}: kube-dns ClusterIP {dns_ip} gave no answer over {proto} on node {pod.node}: {why}",
+                pytrace=False)
 
 
 @pytest.mark.check("dns.replica")

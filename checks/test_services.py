@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from fixtures.clusterip import reach_clusterip
 from netconform import cases
-from netconform.retry import clusterip_attempts, until_ok
+from netconform.analysis.resolvconf import cluster_domain_from_search, parse_resolv_conf
+from netconform.analysis.vip import Backend, failure_phrase
 from plugins.targets import targets
 
 
@@ -22,34 +24,38 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             reason="the services checked have no ready endpoints"))])
 
 
-def _reach_once(pod_probe, ip: str, sp: cases.ServicePort, port: int) -> dict:
-    """One attempt at one address of a service port: {"ok", "what"}."""
-    if sp.protocol == "UDP":
-        if not sp.is_dns:
-            pytest.skip(f"{sp.id}: UDP reachability needs an application answer; only DNS (53) is probed")
-        r = pod_probe("dns:query", server=ip, port=port, name="kubernetes.default.svc.", tcp=False,
-                      timeout=pod_probe.timeout)
-        # Any DNS answer (even NXDOMAIN for this name outside the cluster domain) proves reachability.
-        return {"ok": bool(r["rcode"]), "what": f"answered {r['rcode']}" if r["rcode"] else
-                f"no DNS answer over UDP ({r['error_kind']})"}
-    r = pod_probe("tcp:connect", ip=ip, port=port, timeout=pod_probe.timeout)
-    return {"ok": r["ok"], "what": "connected" if r["ok"] else f"{r['error_kind']} ({r['error']})"}
+def _attempt(request, sp: cases.ServicePort) -> tuple[str, dict]:
+    """How to ask one address of this service port whether it answers: (vip attempt kind, args)."""
+    if sp.protocol != "UDP":
+        return "tcp", {}
+    if not sp.is_dns:
+        pytest.skip(f"{sp.id}: UDP reachability needs an application answer; only DNS (53) is probed")
+    # Any DNS answer proves reachability. Ask for a name in the cluster's own zone, so the answer
+    # never waits on an upstream resolver (air-gapped clusters have none).
+    pod = request.getfixturevalue("pod")
+    try:
+        domain = cluster_domain_from_search(parse_resolv_conf(request.getfixturevalue("resolv_conf")), pod.namespace)
+    except pytest.skip.Exception:  # resolv.conf unreadable: the reachability check still stands
+        domain = None
+    name = f"kubernetes.default.svc.{domain}." if domain else "kubernetes.default.svc."
+    return "dns", {"name": name, "tcp": False, "any_rcode": True}
 
 
 @pytest.mark.check("service.clusterip")
-def test_service_clusterip(pod, service_port, pod_probe):
+def test_service_clusterip(request, pod, service_port, pod_probe):
     sp = service_port
-    last, tries = until_ok(lambda: _reach_once(pod_probe, sp.cluster_ip, sp, sp.port),
-                           max_attempts=clusterip_attempts(len(sp.endpoints)), budget_s=3 * pod_probe.timeout)
-    kinds = sorted({t["what"] for t in tries if not t["ok"]})
-    assert last["ok"], (f"pod {pod.key}: Service {sp.id} ClusterIP {sp.cluster_ip}:{sp.port} did not answer "
-                        f"from node {pod.node} in {len(tries)} attempts: {'; '.join(kinds)}")
+    kind, args = _attempt(request, sp)
+    out = reach_clusterip(pod_probe, sp.cluster_ip, sp.port, sp.endpoints, kind, node=pod.node, service=sp.key,
+                          self_ips=pod.ips, **args)
+    assert out.ok, f"pod {pod.key}: Service {sp.id} ClusterIP did not answer from node {pod.node}: {out.sentence}"
 
 
 @pytest.mark.check("service.endpoint")
-def test_service_endpoint(pod, service_endpoint, pod_probe):
+def test_service_endpoint(request, pod, service_endpoint, pod_probe):
     sp, ep = service_endpoint
-    r = _reach_once(pod_probe, ep.ip, sp, ep.port)
-    ok, what = r["ok"], r["what"]
-    assert ok, (f"pod {pod.key}: ready endpoint {ep.name} ({ep.ip}:{ep.port}{', node ' + ep.node if ep.node else ''}) "
-                f"of Service {sp.id} did not answer: {what}")
+    kind, args = _attempt(request, sp)
+    r, = pod_probe("vip:each", kind=kind, targets=[[ep.ip, ep.port]], timeout=pod_probe.timeout, **args)
+    label = Backend(ep.name, ep.ip, ep.port).label
+    os_text = f" ({r['error']})" if r["error"] and r["error_kind"] != "timeout" else ""
+    assert r["ok"], (f"pod {pod.key}: ready endpoint {label}{', node ' + ep.node if ep.node else ''} "
+                     f"of Service {sp.id} did not answer: it {failure_phrase(r)}{os_text}")

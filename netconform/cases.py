@@ -81,6 +81,12 @@ def dns_service_ip(snap: Snapshot) -> str:
     return svc["spec"].get("clusterIP", "") if svc else ""
 
 
+def dns_service_key(snap: Snapshot) -> str:
+    """ "kube-system/kube-dns" (or whatever the cluster DNS Service is called)."""
+    svc = kube_dns_service(snap)
+    return f"{svc['metadata'].get('namespace', 'kube-system')}/{svc['metadata']['name']}" if svc else "kube-system/kube-dns"
+
+
 def dns_replicas(snap: Snapshot, protocol: str = "UDP") -> list[Endpoint]:
     svc = kube_dns_service(snap)
     if not svc:

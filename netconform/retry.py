@@ -1,28 +1,42 @@
-"""Bounded retries for addresses that load-balance at random (ClusterIPs).
+"""How many attempts through a load-balanced address make "nothing answered" a verdict, not luck.
 
-kube-proxy picks an endpoint per connection, so one attempt at a ClusterIP with a dead endpoint
-behind it is a coin toss. Retrying until a success — bounded by a count *and* a time budget —
-keeps the verdict deterministic when failures are fast (refused), and the run fast when they are
-slow (timeouts). Every attempt is returned for the evidence.
+kube-proxy picks an endpoint per connection. If `k` endpoints are ready and at least one of them
+answers, `n` independent attempts all miss it with probability at most ((k-1)/k)^n (the worst
+case: only one answers). `attempts_for` picks the smallest n that pushes this below `P_CHANCE`,
+so an all-failed run means the Service path is broken, not that kube-proxy was unlucky:
+20 attempts for 2 endpoints, 35 for 3, 49 for 4. Refused attempts cost a millisecond each and
+dropped ones one timeout per parallel wave (probes/vip.py), so the count is affordable; a time
+budget still bounds it, and `chance_all_missed` says how much luck is left when it stopped early.
 """
 from __future__ import annotations
 
-import time
-from typing import Callable
+import math
+
+P_CHANCE = 1e-6
+MIN_ATTEMPTS = 3  # even a single endpoint gets a second and third try (a lost SYN, a restart)
+MAX_ATTEMPTS = 256
 
 
-def clusterip_attempts(endpoints: int) -> int:
-    """Enough attempts that a dead endpoint among `endpoints` is (almost) never chosen every time:
-    with 1 dead of 2, 8 attempts all fail with probability 1/256... and each refused one is cheap."""
-    return max(3, 4 * endpoints)
+def attempts_for(endpoints: int, p_chance: float = P_CHANCE) -> int:
+    """Attempts after which missing every live endpoint by chance has probability < `p_chance`.
+
+    >>> attempts_for(2), attempts_for(3), attempts_for(1), attempts_for(0)
+    (20, 35, 3, 3)
+    """
+    if endpoints <= 1:
+        return MIN_ATTEMPTS
+    n = math.ceil(math.log(p_chance) / math.log((endpoints - 1) / endpoints))
+    return max(MIN_ATTEMPTS, min(MAX_ATTEMPTS, n))
 
 
-def until_ok(attempt: Callable[[], dict], *, max_attempts: int, budget_s: float) -> tuple[dict, list[dict]]:
-    """Call `attempt` until a result has `ok`, `max_attempts` were made, or `budget_s` has passed."""
-    results: list[dict] = []
-    start = time.monotonic()
-    while True:
-        r = attempt()
-        results.append(r)
-        if r.get("ok") or len(results) >= max_attempts or time.monotonic() - start >= budget_s:
-            return r, results
+def chance_all_missed(endpoints: int, alive: int, attempts: int) -> float:
+    """Probability that `attempts` uniform picks among `endpoints` all land on the dead ones.
+
+    >>> round(chance_all_missed(2, 1, 3), 3), chance_all_missed(2, 0, 3), chance_all_missed(2, 2, 3)
+    (0.125, 1.0, 0.0)
+    """
+    if endpoints <= 0 or alive <= 0:
+        return 1.0
+    if alive >= endpoints:
+        return 0.0
+    return ((endpoints - alive) / endpoints) ** attempts
