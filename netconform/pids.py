@@ -4,15 +4,50 @@ Three methods, in order, each recorded in `PidResolution.evidence`:
 
 1. **cri** — `crictl inspect <container-id>` → `.info.pid` (only if crictl is installed; bounded
    by `timeout`, and given up after one hang: a wedged runtime socket hangs every call).
-2. **cgroup** — scan `/proc/*/cgroup` (v1 and v2, cgroupfs and systemd drivers, containerd,
-   CRI-O and Docker, any `--cgroup-root` above `kubepods`) for a process in one of the pod's
-   containers; failing that, in any container of the pod's UID (the pause process).
+2. **cgroup** — scan `/proc/*/cgroup` (v1, v2 and hybrid, cgroupfs and systemd drivers and a mix
+   of both, containerd, CRI-O and Docker, any `--cgroup-root`, cgroup namespaces; table below)
+   for a process in one of the pod's containers; failing that, in any container of the pod's UID
+   (the pause process).
 3. **netns** — the `/run/netns` entry holding the pod IP (for runtimes and cgroup layouts we do
    not recognise), and a process inside it if any.
 
 The returned `netns_path` is the most stable name of that namespace: its `/run/netns` entry
 (it outlives container restarts), `/proc/1/ns/net` when it is the root namespace, else
 `/proc/<pid>/ns/net`.
+
+Cgroup path forms the cgroup method knows (`kube_cgroup_ids`). One recorded sample of each is in
+`tests/unit/data/cgroup/`; its `SOURCES.md` has the links and the public bug reports. `<uid>` is the
+pod UID as kubelet names cgroups (a static pod's is its 32-hex config hash), `<id>` the container
+id, `<qos>` burstable/besteffort (Guaranteed pods have no QoS level). `<slices>` stands for
+`/kubepods.slice/kubepods-<qos>.slice` and `<pod.slice>` for `kubepods-<qos>-pod<uid_>.slice`
+(systemd reads "-" as nesting, so kubelet writes the UID's dashes as "_"). Each line of a file is
+tried on its own (v1 controllers, `name=systemd`, the hybrid `0::` line); one naming the container
+is enough.
+
+| example path | who writes it | source |
+|---|---|---|
+| `/kubepods/<qos>/pod<uid>/<id>` | kubelet + containerd or cri-dockerd, cgroupfs driver | kubelet `ToCgroupfs`; containerd `getCgroupsPath` |
+| `/kubepods/pod<uid>/<id>` | the same, Guaranteed QoS | kubelet `qosContainerManagerImpl.Start` |
+| `/kubepods/<qos>/pod<uid>/crio-<id>` | CRI-O, cgroupfs manager | cri-o `CgroupfsManager.ContainerCgroupPath` |
+| `<slices>/<pod.slice>/cri-containerd-<id>.scope` | kubelet + containerd + runc/crun, systemd | kubelet `ToSystemd`; runc `ExpandSlice` |
+| `<slices>/<pod.slice>/crio-<id>.scope`, `…/docker-<id>.scope` | CRI-O; dockerd (cri-dockerd), systemd | cri-o `SystemdManager`; moby `withCgroups` |
+| `<slices>/<pod.slice>/<id>` | containerd <= 1.2 with `systemd_cgroup = false`, systemd kubelet | containerd/cri `getCgroupsPath` < eae5fc36 |
+| `/system.slice/containerd.service/<pod.slice>:cri-containerd:<id>` | containerd >= 1.3, runc `SystemdCgroup = false`, systemd kubelet, v1 | runc `CreateCgroupConfig`, fs `subsysPath` |
+| `/<pod.slice>:cri-containerd:<id>` | the same, v1 controllers where runc's own cgroup is `/`; crun | crun `make_cgroup_path` |
+| `/system.slice/<pod.slice>:cri-containerd:<id>` | the same on v2 (under the parent of runc's cgroup) | runc fs2 `_defaultDirPath` |
+| `/kubelet.slice/kubelet-kubepods.slice/…`, `/kubelet/kubepods/<qos>/…` | kubelet `--cgroup-root=/kubelet` (kind) | kubelet `NewContainerManager`; kind |
+| `/system.slice/docker-<node>.scope/kubelet.slice/…`, `/docker/<node>/…` | a node that is a container, read from its host | moby `withCgroups`; kind |
+| `…/crio-<id>.scope/container`, `…/exec`, `…/init.scope`, `…/<id>/<sub>` | crun; CRI-O exec; systemd in the container; the process | crun `find_systemd_subgroup`; cri-o `execCgroupManager` |
+| `/../../../kubepods-<qos>.slice/…`, `/../../../<qos>/pod<uid>/<id>`, `/../../pod<uid>/<id>` | any of these, read from a private cgroupns | kernel cgroup-v2.rst "Namespace" |
+
+Never a pod container: `crio-conmon-<id>[.scope]` (CRI-O's conmon: it names the container id but
+runs in the host netns), the pod- and QoS-level cgroups, containerd and its shims in
+`containerd.service`, `/docker/<id>` without `kubepods` (a plain `docker run`), system services and
+sessions. Kubelet `--cgroups-per-qos=false` gives runtimes no cgroup parent, so their paths name no
+pod (`/k8s.io/<id>`, `/system.slice/crio-<id>.scope`, `/crio/crio-<id>`, `/docker/<id>`): not
+matched on purpose, as they look like any other container of that runtime; the cri and netns
+methods find those pods. Nor is a reader inside the target pod itself (`/../<id>`: its pod level is
+hidden).
 
 >>> pod = PodRef("default", "web-0", uid="0f1e…", container_ids=("containerd://4b1f…",), pod_ip="10.0.1.12")
 >>> res = resolve_pod_pid(pod)
@@ -57,6 +92,9 @@ _POD_COMPONENT = re.compile(
 _CONTAINER_COMPONENT = re.compile(
     r"^(?:(?:cri-containerd|crio|docker|containerd)-)?(?P<id>[0-9a-f]{64})(?:\.scope)?$")
 _SCHEME = re.compile(r"^[a-z0-9.+-]+://")
+# Kubelet's QoS levels under `kubepods`; Guaranteed pods have none (qos_container_manager_linux.go:
+# `Guaranteed: rootContainer`). Seen first only in a cgroupns-relative path that hides `kubepods`.
+_QOS_LEVELS = frozenset({"burstable", "besteffort"})
 
 
 @dataclass(frozen=True)
@@ -162,23 +200,109 @@ def parse_proc_cgroup(text: str) -> list[CgroupLine]:
     return lines
 
 
+def _expand_slice(name: str) -> list[str] | None:
+    """The cgroup directories of a systemd slice name, as runc's systemd driver lays them out.
+
+    `a-b-c.slice` nests as `a.slice/a-b.slice/a-b-c.slice`; `-.slice` is the root. None if `name`
+    is no valid slice name. (runc libcontainer/cgroups/systemd/common.go `ExpandSlice`,
+    https://github.com/opencontainers/runc/blob/v1.1.0/libcontainer/cgroups/systemd/common.go#L58)
+
+    >>> _expand_slice("kubepods-besteffort-pod0f1e.slice")
+    ['kubepods.slice', 'kubepods-besteffort.slice', 'kubepods-besteffort-pod0f1e.slice']
+    """
+    stem = name.removesuffix(".slice")
+    if stem == name or not stem or "/" in name:
+        return None
+    if stem == "-":
+        return []
+    words = stem.split("-")
+    if "" in words:  # `a--b.slice`, `-a.slice`: systemd refuses them
+        return None
+    return ["-".join(words[:n]) + ".slice" for n in range(1, len(words) + 1)]
+
+
+def _expand_colon_form(part: str) -> list[str]:
+    """One path component, with runc's systemd `slice:prefix:name` spelled out as directories.
+
+    containerd (>= 1.3) hands runc `<pod slice>:cri-containerd:<id>` whenever the kubelet's cgroup
+    parent ends in `.slice`, whatever runc's own driver
+    (https://github.com/containerd/containerd/blob/v2.0.0/internal/cri/server/helpers.go#L414).
+    Without `SystemdCgroup = true`, runc's fs driver keeps that string as one relative directory
+    name (https://github.com/opencontainers/runc/blob/v1.1.0/libcontainer/specconv/spec_linux.go#L616),
+    so the pod's slice, the runtime prefix and the container id all sit in a single component.
+    Expanded, it reads like the systemd driver's `<slices>/<prefix>-<id>.scope`
+    (`getUnitName`: a name ending in `.slice` stays a slice).
+
+    >>> _expand_colon_form("kubepods-pod0f1e.slice:cri-containerd:4b1f")
+    ['kubepods.slice', 'kubepods-pod0f1e.slice', 'cri-containerd-4b1f.scope']
+    >>> _expand_colon_form("web:8080")
+    ['web:8080']
+    """
+    fields = part.split(":")
+    if len(fields) != 3 or not all(fields):
+        return [part]
+    slices = _expand_slice(fields[0])
+    if slices is None:
+        return [part]
+    prefix, name = fields[1], fields[2]
+    return [*slices, name if name.endswith(".slice") else f"{prefix}-{name}.scope"]
+
+
+def _path_components(path: str) -> tuple[int, list[str]]:
+    """(leading `..` count, components) of a /proc/<pid>/cgroup path, colon forms expanded.
+
+    A reader inside a cgroup namespace sees other processes' paths relative to its own root, as
+    `/../..` and then the path down (kernel Documentation/admin-guide/cgroup-v2.rst, "Namespace":
+    `0::/../container_id2/sub_cgrp_1`); `..` only ever leads such a path.
+
+    >>> _path_components("/../../burstable/pod0f1e/4b1f")
+    (2, ['burstable', 'pod0f1e', '4b1f'])
+    """
+    parts = [p for p in path.lower().split("/") if p and p != "."]
+    ups = 0
+    while ups < len(parts) and parts[ups] == "..":
+        ups += 1
+    return ups, [c for p in parts[ups:] for c in _expand_colon_form(p)]
+
+
+def _pod_levels(ups: int, parts: list[str]) -> range:
+    """The indices in `parts` where the pod's cgroup may be (a container level must follow it).
+
+    Requiring a `kubepods` level above it keeps out look-alikes (a plain `docker run` at
+    `/docker/<id>`); custom `--cgroup-root`s and nodes that are themselves containers only add
+    levels above that. Seen from a sibling cgroup namespace on the cgroupfs driver, `kubepods`
+    (and the QoS level, when reader and target share it) are among the hidden ancestors: then
+    the path must start at the QoS level or at the pod itself, nothing else.
+    """
+    anchor = next((i for i, p in enumerate(parts) if "kubepods" in p), None)
+    if anchor is not None:
+        return range(anchor, len(parts) - 1)
+    if ups and parts:
+        first = 1 if parts[0] in _QOS_LEVELS else 0
+        return range(first, min(first + 1, len(parts) - 1))
+    return range(0)
+
+
 def kube_cgroup_ids(path: str) -> tuple[str, str] | None:
     """(pod uid with dashes, container id) if `path` is a kubelet pod container's cgroup.
+
+    Every form in the module docstring's table; the not-a-pod forms there give None.
 
     >>> kube_cgroup_ids("/kubepods.slice/kubepods-pod1a2b3c4d_0000_1111_2222_333344445555.slice/"
     ...                 "cri-containerd-" + "f" * 64 + ".scope")[0]
     '1a2b3c4d-0000-1111-2222-333344445555'
+    >>> kube_cgroup_ids("/system.slice/containerd.service/kubepods-besteffort-pod"
+    ...                 "1a2b3c4d_0000_1111_2222_333344445555.slice:cri-containerd:" + "f" * 64)[1][:8]
+    'ffffffff'
     """
-    parts = [p for p in path.lower().split("/") if p]
-    start = next((i for i, p in enumerate(parts) if "kubepods" in p), None)
-    if start is None:
-        return None
-    for i in range(start, len(parts) - 1):
+    ups, parts = _path_components(path)
+    for i in _pod_levels(ups, parts):
         pod = _POD_COMPONENT.match(parts[i])
         if pod is None:
             continue
         # The container's cgroup sits right under the pod's; deeper levels (crun's
-        # `.scope/container` on v2) are inside the container and still count.
+        # `.scope/container`, CRI-O's `exec`, systemd's `init.scope` inside the container) are
+        # inside the container and still count.
         ctr = _CONTAINER_COMPONENT.match(parts[i + 1])
         if ctr is None:
             return None

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,7 @@ from netconform.pids import (
     resolve_pod_pid,
 )
 
+# The ids every recorded sample under data/cgroup uses (see data/cgroup/SOURCES.md).
 UID = "e4c1eb2d-b7cb-4d04-a8eb-b78a0ce75bc9"
 UID_ = UID.replace("-", "_")
 CID = "9984920f78bea0a3365de86113f60f03801440aff1f972341625029df8ab994c"  # the app container
@@ -27,74 +30,43 @@ SANDBOX = "478c0509c757aa8f78a620ccc9db2023e482e484a5ec298be7f861edd007b52b"  # 
 OTHER_UID = "304313f9-908e-4be2-b7f6-8da016e52324"
 OTHER_CID = "160ec9f7b13c56844233697c84c176c86569ed2ecc9eaa771025a9fe4c686bf3"
 STATIC_UID = "ab9a4cb0dc1f4a3cfa1c5be0e01f3f64"  # a static pod's config hash, kubelet's uid for it
+NODE_CID = "696ae930fbed08677065273f2dd537c0aee286f86158376d1d81ea788a9367f1"  # a kind node's container
+
+DATA = Path(__file__).parent / "data" / "cgroup"
 
 
-def _v1(path: str, *, systemd_line: str | None = None, unified: str = "/") -> str:
-    """A cgroup v1 file as a hybrid-mode host shows it: one line per mounted controller."""
-    ctrls = ["misc", "rdma", "hugetlb", "cpuset", "perf_event", "net_cls,net_prio", "freezer",
-             "blkio", "memory", "devices", "pids", "cpu,cpuacct"]
-    lines = [f"{13 - i}:{c}:{'/' if c in ('misc', 'rdma') else path}" for i, c in enumerate(ctrls)]
-    lines.append(f"1:name=systemd:{systemd_line or path}")
-    lines.append(f"0::{unified}")
-    return "\n".join(lines) + "\n"
+def _load(sub: str) -> dict[str, str]:
+    return {f.stem: f.read_text() for f in sorted((DATA / sub).glob("*.cgroup"))}
 
 
-SYSTEMD_BURSTABLE = f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice"
+# One recorded /proc/<pid>/cgroup per path form (file name = form): a process of the pod's app
+# container, and processes that must never be taken for one.
+CGROUP_FILES = _load("pod")
+NOT_POD = _load("not-pod")
 
-# Recorded layouts (ids replaced): what /proc/<pid>/cgroup holds for a process of the pod.
-CGROUP_FILES = {
-    # EKS AL2 / kubeadm, containerd with cgroupDriver=cgroupfs, cgroup v1
-    "v1-cgroupfs-containerd": _v1(f"/kubepods/besteffort/pod{UID}/{CID}"),
-    # EKS AL2 (systemd driver), containerd, cgroup v1 — the unified line is systemd's own
-    "v1-systemd-containerd": _v1(f"{SYSTEMD_BURSTABLE}/cri-containerd-{CID}.scope",
-                                 unified=f"{SYSTEMD_BURSTABLE}/cri-containerd-{CID}.scope"),
-    # AL2023 / Bottlerocket / Ubuntu 22.04: cgroup v2 only, systemd driver
-    "v2-systemd-containerd": f"0::/kubepods.slice/kubepods-besteffort.slice/"
-                             f"kubepods-besteffort-pod{UID_}.slice/cri-containerd-{CID}.scope\n",
-    # k3s on cgroup v2, cgroupfs driver; Guaranteed QoS has no QoS level
-    "v2-cgroupfs-containerd": f"0::/kubepods/pod{UID}/{CID}\n",
-    # kind: kubelet --cgroup-root=/kubelet, systemd driver, inside a cgroup namespace
-    "v2-systemd-cgroup-root": f"0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/"
-                              f"kubelet-kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope\n",
-    # OpenShift / CRI-O with crun on v2: crun moves the payload into a `container` sub-cgroup
-    "v2-systemd-crio-crun": f"0::{SYSTEMD_BURSTABLE}/crio-{CID}.scope/container\n",
-    # CRI-O with runc on cgroup v1, systemd driver
-    "v1-systemd-crio": _v1(f"{SYSTEMD_BURSTABLE}/crio-{CID}.scope"),
-    # CRI-O with cgroupfs manager, cgroup v1
-    "v1-cgroupfs-crio": _v1(f"/kubepods/burstable/pod{UID}/crio-{CID}"),
-    # dockershim (Kubernetes <= 1.23), Docker with cgroupfs driver, cgroup v1
-    "v1-cgroupfs-docker": _v1(f"/kubepods/burstable/pod{UID}/{CID}"),
-    # dockershim with the systemd driver
-    "v1-systemd-docker": _v1(f"{SYSTEMD_BURSTABLE}/docker-{CID}.scope"),
-}
 
-NOT_POD = {
-    "kubelet": _v1("/system.slice/kubelet.service"),
-    "containerd": "0::/system.slice/containerd.service\n",
-    "init": "0::/init.scope\n",
-    "kthread": "0::/\n",
-    "ssh-session": "0::/user.slice/user-1000.slice/session-3.scope\n",
-    "docker-run": _v1(f"/docker/{CID}"),  # a plain `docker run`: same id, but no kubepods
-    # conmon supervises a CRI-O container from the host netns; its scope names the container id
-    "crio-conmon-in-pod": f"0::{SYSTEMD_BURSTABLE}/crio-conmon-{CID}.scope\n",
-    "crio-conmon-system": f"0::/system.slice/crio-conmon-{CID}.scope\n",
-    "crio-conmon-cgroupfs": _v1(f"/kubepods/burstable/pod{UID}/crio-conmon-{CID}"),
-    # a process sitting in the pod cgroup itself, in no container (e.g. a shim placed there)
-    "pod-level": f"0::/kubepods/besteffort/pod{UID}\n",
-}
+def _uid_of(form: str) -> str:
+    return STATIC_UID if "static-pod" in form else UID
+
+
+def test_every_recorded_form_is_sourced():
+    sources = (DATA / "SOURCES.md").read_text()
+    listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", sources, flags=re.M))
+    assert listed == set(CGROUP_FILES) | set(NOT_POD)
+    assert len(CGROUP_FILES) >= 29 and len(NOT_POD) >= 20
 
 
 # -- parsing -------------------------------------------------------------------------------------
 def test_parse_v1_multi_controller_file():
-    lines = parse_proc_cgroup(CGROUP_FILES["v1-cgroupfs-containerd"])
-    assert len(lines) == 14
-    assert lines[0].hierarchy_id == 13 and lines[0].controllers == ("misc",) and lines[0].path == "/"
+    lines = parse_proc_cgroup(CGROUP_FILES["v1-cgroupfs-containerd"])  # hybrid host, runc 1.0
+    assert len(lines) == 13
+    assert lines[0].hierarchy_id == 12 and lines[0].controllers == ("rdma",) and lines[0].path == "/"
     net = next(line for line in lines if "net_cls" in line.controllers)
     assert net.controllers == ("net_cls", "net_prio")
     assert net.path == f"/kubepods/besteffort/pod{UID}/{CID}"
     named = next(line for line in lines if line.hierarchy_id == 1)
     assert named.controllers == ("name=systemd",)
-    assert lines[-1].unified and lines[-1].path == "/"
+    assert lines[-1].unified and lines[-1].path == "/system.slice/containerd.service"
     assert not net.unified
 
 
@@ -104,28 +76,58 @@ def test_parse_keeps_colons_in_path_and_skips_junk():
     assert [(line.hierarchy_id, line.path) for line in lines] == [(0, "/weird:path/with:colons"), (7, "/ok")]
 
 
-@pytest.mark.parametrize("layout", sorted(CGROUP_FILES))
-def test_every_layout_names_pod_and_container(layout):
-    paths = [line.path for line in parse_proc_cgroup(CGROUP_FILES[layout])]
+def test_parse_keeps_the_runc_colon_form_whole():
+    lines = parse_proc_cgroup(CGROUP_FILES["v2-colon-containerd"])
+    assert lines == [pids.CgroupLine(0, (), f"/system.slice/kubepods-besteffort-pod{UID_}.slice:cri-containerd:{CID}")]
+
+
+# -- every recorded form -------------------------------------------------------------------------
+@pytest.mark.parametrize("form", sorted(CGROUP_FILES))
+def test_every_form_names_pod_and_container(form):
+    paths = [line.path for line in parse_proc_cgroup(CGROUP_FILES[form])]
     found = {kube_cgroup_ids(p) for p in paths} - {None}
-    assert found == {(UID, CID)}, layout
+    assert found == {(_uid_of(form), CID)}, form
 
 
-@pytest.mark.parametrize("layout", sorted(CGROUP_FILES))
-def test_container_id_match_in_every_layout(layout):
-    lines = parse_proc_cgroup(CGROUP_FILES[layout])
+@pytest.mark.parametrize("form", sorted(CGROUP_FILES))
+def test_container_id_match_in_every_form(form):
+    lines = parse_proc_cgroup(CGROUP_FILES[form])
     for given in (CID, f"containerd://{CID}", f"cri-o://{CID}", f"docker://{CID}", CID[:12].upper()):
         m = cgroup_matches(lines, "", [given])
-        assert m is not None and m.kind == "container" and m.container_id == CID, (layout, given)
+        assert m is not None and m.kind == "container" and m.container_id == CID, (form, given)
 
 
-@pytest.mark.parametrize("layout", sorted(CGROUP_FILES))
-def test_pod_uid_match_in_every_layout(layout):
-    lines = parse_proc_cgroup(CGROUP_FILES[layout])
-    for uid in (UID, UID_, UID.upper()):
-        m = cgroup_matches(lines, uid, [OTHER_CID])
-        assert m is not None and m.kind == "pod" and m.pod_uid == UID, (layout, uid)
+@pytest.mark.parametrize("form", sorted(CGROUP_FILES))
+def test_pod_uid_match_in_every_form(form):
+    lines = parse_proc_cgroup(CGROUP_FILES[form])
+    uid = _uid_of(form)
+    for given in (uid, uid.replace("-", "_"), uid.upper()):
+        m = cgroup_matches(lines, given, [OTHER_CID])
+        assert m is not None and m.kind == "pod" and m.pod_uid == uid, (form, given)
     assert cgroup_matches(lines, OTHER_UID, [OTHER_CID]) is None
+
+
+@pytest.mark.parametrize("name", sorted(NOT_POD))
+def test_non_pod_processes_never_match(name):
+    lines = parse_proc_cgroup(NOT_POD[name])
+    assert lines, name
+    assert [kube_cgroup_ids(line.path) for line in lines] == [None] * len(lines), name
+    assert cgroup_matches(lines, UID, [CID, NODE_CID]) is None, name
+
+
+def test_colon_form_v1_matches_on_every_controller_line():
+    # runc's fs driver put the colon directory under its own cgroup: /system.slice/containerd.service
+    # where systemd accounts the controller, / elsewhere; both spellings name the same container.
+    lines = parse_proc_cgroup(CGROUP_FILES["v1-colon-containerd"])
+    roots = {line.path.rsplit("/", 1)[0] for line in lines}
+    assert roots == {"", "/system.slice/containerd.service"}
+    assert all(kube_cgroup_ids(line.path) == (UID, CID) for line in lines)
+
+
+def test_colon_form_names_the_pause_container_by_uid_only():
+    pause = parse_proc_cgroup(CGROUP_FILES["v2-colon-containerd"].replace(CID, SANDBOX))
+    m = cgroup_matches(pause, UID, [CID])
+    assert (m.kind, m.pod_uid, m.container_id) == ("pod", UID, SANDBOX)
 
 
 def test_container_match_wins_over_pod_match():
@@ -141,24 +143,55 @@ def test_short_or_foreign_ids_do_not_match():
     assert cgroup_matches(lines, "", []) is None
 
 
-@pytest.mark.parametrize("name", sorted(NOT_POD))
-def test_non_pod_processes_never_match(name):
-    lines = parse_proc_cgroup(NOT_POD[name])
-    assert cgroup_matches(lines, UID, [CID]) is None, name
-
-
 def test_pause_container_matches_by_uid_only():
-    pause = parse_proc_cgroup(_v1(f"/kubepods/besteffort/pod{UID}/{SANDBOX}"))
+    pause = parse_proc_cgroup(CGROUP_FILES["v1-cgroupfs-containerd"].replace(CID, SANDBOX))
     m = cgroup_matches(pause, UID, [CID])
     assert m.kind == "pod" and m.container_id == SANDBOX
 
 
-def test_static_pod_hash_uid():
-    lines = parse_proc_cgroup(f"0::/kubepods/burstable/pod{STATIC_UID}/{CID}\n")
-    assert cgroup_matches(lines, STATIC_UID, []).kind == "pod"
-    systemd = parse_proc_cgroup(f"0::/kubepods.slice/kubepods-burstable.slice/"
-                                f"kubepods-burstable-pod{STATIC_UID}.slice/cri-containerd-{CID}.scope\n")
-    assert cgroup_matches(systemd, STATIC_UID, []).kind == "pod"
+# -- the pieces of the colon and cgroupns handling -----------------------------------------------
+@pytest.mark.parametrize("name,expected", [
+    ("kubepods-burstable-podab.slice", ["kubepods.slice", "kubepods-burstable.slice", "kubepods-burstable-podab.slice"]),
+    ("system.slice", ["system.slice"]),
+    ("-.slice", []),                      # the root slice
+    ("a--b.slice", None), ("-a.slice", None), ("a-.slice", None),  # systemd refuses empty words
+    (".slice", None), ("kubepods", None), ("a/b.slice", None),
+])
+def test_expand_slice_like_runc(name, expected):
+    assert pids._expand_slice(name) == expected
+
+
+def test_colon_form_with_a_slice_name_stays_a_slice():
+    # runc getUnitName: `slice:prefix:name.slice` names a slice, not `<prefix>-<name>.scope`
+    assert pids._expand_colon_form("system.slice:crio:machine.slice") == ["system.slice", "machine.slice"]
+
+
+@pytest.mark.parametrize("part", ["web:8080", "a:b", "x.slice::id", "x.slice:p:", "a--b.slice:p:id", "nope:p:id"])
+def test_components_that_only_look_like_the_colon_form_are_kept(part):
+    assert pids._expand_colon_form(part) == [part]
+
+
+@pytest.mark.parametrize("path", [
+    f"/../../system.slice/pod{UID}/{CID}",           # hidden ancestors, but not a kubelet layout below
+    f"/../../besteffort/burstable/pod{UID}/{CID}",   # one QoS level at most
+    f"/../../../burstable/pod{UID}",                 # the pod cgroup itself
+    f"/burstable/pod{UID}/{CID}",                    # no `..`: kubepods is not hidden, it is absent
+    f"/../pod{UID}/conmon-{CID}",                    # no container level under the pod
+])
+def test_cgroupns_relative_paths_need_a_kubelet_layout(path):
+    assert kube_cgroup_ids(path) is None
+
+
+def test_cgroupns_relative_guaranteed_pod_from_another_qos():
+    # reader in /kubepods/besteffort/pod<x>/<y>, target /kubepods/pod<uid>/<id>
+    assert kube_cgroup_ids(f"/../../../pod{UID}/{CID}") == (UID, CID)
+
+
+def test_nested_node_container_ids_above_kubepods_are_not_the_container():
+    # a kind node's own docker-<id>.scope sits above its kubepods levels
+    lines = parse_proc_cgroup(CGROUP_FILES["v2-systemd-kind-host-view"])
+    assert cgroup_matches(lines, "", [NODE_CID]) is None
+    assert cgroup_matches(lines, "", [CID]).container_id == CID
 
 
 # -- PodRef ---------------------------------------------------------------------------------------
@@ -229,7 +262,7 @@ def _node(fake: FakeProc) -> None:
     fake.process(210, NOT_POD["kubelet"])
     fake.process(220, NOT_POD["containerd"])
     fake.process(390, NOT_POD["crio-conmon-in-pod"])  # host netns, names the container id
-    fake.process(400, _v1(f"/kubepods/besteffort/pod{UID}/{SANDBOX}"), netns="pod")
+    fake.process(400, CGROUP_FILES["v1-cgroupfs-containerd"].replace(CID, SANDBOX), netns="pod")
     fake.process(420, CGROUP_FILES["v1-cgroupfs-containerd"], netns="pod")
     fake.process(500, f"0::/kubepods/besteffort/pod{OTHER_UID}/{OTHER_CID}\n", netns="other")
 
@@ -311,6 +344,46 @@ def test_nothing_found_raises_with_evidence(fake):
     assert [e.split(":")[0] for e in ev] == ["cri", "cgroup", "netns"]
     assert "none of 7 processes" in ev[1]
     assert "default/ghost" in str(exc.value)
+
+
+def test_scan_on_a_colon_form_node(fake):
+    # containerd >= 1.3 under a systemd kubelet, runc without SystemdCgroup (cgroup v1): the shim
+    # sits in containerd.service, the pod's cgroups are colon-named directories below it.
+    fake.process(1, NOT_POD["init"])
+    fake.process(230, NOT_POD["containerd-shim-v1-colon-node"])
+    fake.process(400, CGROUP_FILES["v1-colon-containerd"].replace(CID, SANDBOX), netns="pod")
+    fake.process(420, CGROUP_FILES["v1-colon-containerd"], netns="pod")
+    pod = PodRef("default", "web-0", uid=UID, container_ids=(f"containerd://{CID}",))
+    res = resolve_pod_pid(pod, **fake.kwargs())
+    assert (res.method, res.pid) == ("cgroup", 420)
+    assert any(f":cri-containerd:{CID}" in e for e in res.evidence)
+    uid_only = resolve_pod_pid(PodRef("default", "web-0", uid=UID, container_ids=(OTHER_CID,)), **fake.kwargs())
+    assert uid_only.pid == 400
+
+
+def test_scan_from_inside_a_cgroup_namespace(fake):
+    # What an unprivileged hostPID debug pod reads on a v2 node (cgroupfs driver): everything
+    # relative to its own cgroup, /kubepods/besteffort/pod<x>/<y>.
+    fake.process(1, NOT_POD["cgroupns-system-service"].replace("kubelet.service", "init.scope"))
+    fake.process(7, "0::/\n")  # the reader itself
+    fake.process(420, CGROUP_FILES["v2-cgroupns-cgroupfs"], netns="pod")
+    fake.process(500, f"0::/../../pod{OTHER_UID}/{OTHER_CID}\n", netns="other")
+    res = resolve_pod_pid(PodRef("default", "web-0", uid=UID, container_ids=(CID,)), **fake.kwargs())
+    assert (res.method, res.pid) == ("cgroup", 420)
+    other = resolve_pod_pid(PodRef("default", "db-0", uid=OTHER_UID, container_ids=(OTHER_CID,)), **fake.kwargs())
+    assert other.pid == 500
+
+
+def test_cgroups_per_qos_false_pods_are_left_to_the_netns_method(fake, monkeypatch):
+    # kubelet --cgroups-per-qos=false: containerd's default /k8s.io/<id> names no pod; not guessed.
+    fake.process(1, NOT_POD["init"])
+    fake.process(420, NOT_POD["cgroups-per-qos-false-containerd"], netns="cni-1")
+    fake.netns("cni-1", named=True)
+    monkeypatch.setattr(pids, "_netns_addresses", _addresses({"cni-1": ["10.0.1.12"]}))
+    pod = PodRef("default", "web-0", uid=UID, container_ids=(CID,), pod_ip="10.0.1.12")
+    res = resolve_pod_pid(pod, **fake.kwargs())
+    assert (res.method, res.pid, res.netns_path) == ("netns", 420, str(fake.run_netns / "cni-1"))
+    assert any(e.startswith("cgroup: none of 2 processes") for e in res.evidence)
 
 
 def test_proc_not_listable_is_a_resolve_error(tmp_path):
