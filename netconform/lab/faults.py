@@ -130,6 +130,32 @@ class DnsDown(Fault):
             lab.start_server(f"dns:{pod.key}")
 
 
+class DnsReplicaDown(Fault):
+    """One CoreDNS replica's server stops while its pod stays Ready: kube-dns keeps balancing onto it.
+
+    Queries through the ClusterIP then fail only when kube-proxy picks that replica, so checks
+    that ask once may fail by chance; their diagnosis must still name the replica.
+    """
+
+    name = "dns-replica-down"
+    summary = "one CoreDNS replica's server stops (its pod stays Ready, kube-dns still balances onto it)"
+
+    def default_target(self, spec: LabSpec) -> str:
+        return _coredns(spec)[0].key
+
+    def _pod(self, spec: LabSpec, target: str) -> PodSpec:
+        pods = {p.key: p for p in _coredns(spec)}
+        if target not in pods:
+            raise FaultError(f"{target!r} is not a CoreDNS pod ({', '.join(pods)})")
+        return pods[target]
+
+    def apply(self, lab: LabRuntime, target: str) -> None:
+        lab.stop_server(f"dns:{self._pod(lab.spec, target).key}")
+
+    def heal(self, lab: LabRuntime, target: str) -> None:
+        lab.start_server(f"dns:{self._pod(lab.spec, target).key}")
+
+
 class DnsUdpBlocked(Fault):
     name = "dns-udp-blocked"
     summary = "UDP/53 to every CoreDNS replica is dropped; TCP/53 still works"
@@ -211,6 +237,6 @@ def _coredns(spec: LabSpec) -> list[PodSpec]:
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
-    GatewayDown(), DnsDown(), DnsUdpBlocked(), ApiserverEndpointDown(), ServiceEndpointDown(),
+    GatewayDown(), DnsDown(), DnsReplicaDown(), DnsUdpBlocked(), ApiserverEndpointDown(), ServiceEndpointDown(),
     KubeDnsDnatMissing(),
 )}
