@@ -91,7 +91,7 @@ _POD_COMPONENT = re.compile(
 # `crio-conmon-<id>` does not match on purpose: conmon lives in the host's network namespace.
 _CONTAINER_COMPONENT = re.compile(
     r"^(?:(?:cri-containerd|crio|docker|containerd)-)?(?P<id>[0-9a-f]{64})(?:\.scope)?$")
-_SCHEME = re.compile(r"^[a-z0-9.+-]+://")
+_SCHEME = re.compile(r"^[a-z0-9.+-]+://", re.IGNORECASE)
 # Kubelet's QoS levels under `kubepods`; Guaranteed pods have none (qos_container_manager_linux.go:
 # `Guaranteed: rootContainer`). Seen first only in a cgroupns-relative path that hides `kubepods`.
 _QOS_LEVELS = frozenset({"burstable", "besteffort"})
@@ -412,7 +412,11 @@ def _is_our_worker(pid: int, proc: str) -> bool:
 
 def _pids_in_netns(key: tuple[int, int], proc: str) -> list[int]:
     pids = []
-    for name in os.listdir(proc):
+    try:
+        names = os.listdir(proc)
+    except OSError:
+        return []
+    for name in names:
         if (name.isdigit() and _key(os.path.join(proc, name, "ns", "net")) == key
                 and not _is_our_worker(int(name), proc)):
             pids.append(int(name))
@@ -460,19 +464,26 @@ def _by_cri(pod: PodRef, crictl: str, proc: str, timeout: float, evidence: list[
     return None
 
 
+def _at_container_level(path: str) -> bool:
+    _, parts = _path_components(path)
+    return bool(parts) and _CONTAINER_COMPONENT.match(parts[-1]) is not None
+
+
 def _by_cgroup(pod: PodRef, proc: str, evidence: list[str]) -> int | None:
     if not pod.uid and not pod.container_ids:
         evidence.append("cgroup: the pod has neither uid nor container ids; skipped")
         return None
-    hits: list[tuple[int, int, Match]] = []
+    hits: list[tuple[int, int, int, Match]] = []
     scanned = 0
     for pid, lines in scan_proc_cgroups(proc):
         scanned += 1
         m = cgroup_matches(lines, pod.uid, pod.container_ids)
         if m is not None:
-            hits.append((0 if m.kind == "container" else 1, pid, m))
+            # A process in a sub-cgroup of the container (systemd or Docker inside it) may sit in a
+            # network namespace of its own: prefer one at the container's own level.
+            hits.append((0 if m.kind == "container" else 1, 0 if _at_container_level(m.path) else 1, pid, m))
     denied = []
-    for _, pid, m in sorted(hits, key=lambda h: h[:2]):
+    for *_, pid, m in sorted(hits, key=lambda h: h[:3]):
         try:
             os.stat(os.path.join(proc, str(pid), "ns", "net"))
         except PermissionError:

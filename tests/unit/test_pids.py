@@ -276,6 +276,22 @@ def test_scan_prefers_the_container_process(fake):
     assert any("pid 420" in e and CID[:13] in e for e in res.evidence)
 
 
+def test_scan_prefers_a_process_at_the_container_level(fake):
+    # systemd inside the container: a lower pid in a sub-cgroup, maybe with a netns of its own
+    # (PrivateNetwork=yes); the container's own level is what the pod's network is.
+    sub = f"0::/kubepods/besteffort/pod{UID}/{CID}/system.slice/worker.service\n"
+    fake.process(410, sub, netns="private")
+    fake.process(420, f"0::/kubepods/besteffort/pod{UID}/{CID}\n", netns="pod")
+    res = resolve_pod_pid(PodRef("default", "web-0", container_ids=(CID,)), **fake.kwargs())
+    assert res.pid == 420
+
+
+def test_upper_case_runtime_schemes_are_dropped():
+    assert PodRef("default", "web-0", container_ids=(f"CONTAINERD://{CID.upper()}",)).container_ids == (CID,)
+    lines = parse_proc_cgroup(CGROUP_FILES["v2-cgroupfs-containerd"])
+    assert cgroup_matches(lines, "", [f"Docker://{CID[:12]}"]).kind == "container"
+
+
 def test_scan_falls_back_to_pod_uid(fake):
     _node(fake)
     res = resolve_pod_pid(PodRef("default", "web-0", uid=UID, container_ids=("f" * 64,)), **fake.kwargs())
