@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pyroute2 import netns as pr_netns
@@ -46,21 +47,50 @@ def delete_namespaces(names: list[str]) -> None:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
-def stop_daemon(paths: LabPaths, timeout: float = 5.0) -> bool:
+# A lab daemon tears itself down on SIGTERM in well under a second on an idle machine; on a
+# loaded one (2 cores, other labs building) it can take many seconds. SIGKILL is the last resort:
+# a killed daemon leaves its work to `sweep`, so it is only used after a generous wait.
+STOP_TIMEOUT = 60.0
+
+
+def _exited(pid: int) -> bool:
+    """True once `pid` is gone or a zombie (a zombie runs nothing and holds nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def stop_process(pid: int, timeout: float = STOP_TIMEOUT, alive: Callable[[], bool] | None = None) -> None:
+    """SIGTERM `pid`, wait up to `timeout` s for it to exit, then SIGKILL it and wait until it has
+    really exited (so nothing it does can race the sweep that follows). `alive` overrides how
+    "still running" is decided (e.g. the daemon's own pid-file check)."""
+    alive = alive or (lambda: not _exited(pid))
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while alive():
+        if time.monotonic() > deadline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            kill_deadline = time.monotonic() + 30
+            while not _exited(pid) and time.monotonic() < kill_deadline:
+                time.sleep(0.02)
+            return
+        time.sleep(0.02)
+
+
+def stop_daemon(paths: LabPaths, timeout: float = STOP_TIMEOUT) -> bool:
     """SIGTERM the lab daemon (it tears down itself), SIGKILL after `timeout`. True if it ran."""
     pid = daemon_pid(paths)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if daemon_pid(paths) is None:
-            return True
-        time.sleep(0.02)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    stop_process(pid, timeout, alive=lambda: daemon_pid(paths) is not None and not _exited(pid))
     return True
 
 

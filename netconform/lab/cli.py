@@ -20,12 +20,14 @@ import time
 import urllib.error
 import urllib.request
 
-from .cleanup import lab_namespaces, stop_daemon, sweep
+from .cleanup import lab_namespaces, stop_daemon, stop_process, sweep
 from .state import LabPaths, daemon_pid, known_labs, lab_paths, read_json
 from .topology import FLAVORS, build_spec, validate_lab_name
 
 DEFAULT_NAME = "lab"
-UP_TIMEOUT = 90.0
+# How long `up` waits for a build: ~5 s on an idle 2-core machine, several times that on a loaded
+# one (other labs building, test workers busy). Only a build that hangs ever waits this long.
+UP_TIMEOUT = 300.0
 
 
 class CliError(Exception):
@@ -86,7 +88,14 @@ def start_lab(name: str, flavor: str = "vpc-cni", nodes: int = 2, pods_per_node:
     try:
         _wait_ready(paths, proc, name)
     except BaseException:  # Ctrl-C or a failed build: leave nothing half-built behind
-        stop_daemon(paths, timeout=10)
+        # Stop the daemon we started by its process, not its pid file: it may not have written
+        # that yet. It aborts its build on SIGTERM and tears down what it made; the sweep removes
+        # whatever is left (only once the daemon has really exited, so they cannot race).
+        stop_process(proc.pid)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # unkillable (D state): the sweep still runs
+            pass
         sweep(paths)
         raise
     return paths

@@ -21,6 +21,11 @@ from .topology import LabSpec, NodeSpec, PodSpec
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # v1 pids + the systemd name hierarchy, and the v2 unified hierarchy when mounted (hybrid nodes)
 HIERARCHIES = ("pids", "systemd", "unified")
+# unshare + nsenter + sh + mount take milliseconds; generous for a loaded machine (it only waits
+# this long when a pod process is stuck)
+POD_START_TIMEOUT = 60.0
+# after SIGKILL, a cgroup empties once its processes have exited: fast, but not instant under load
+CGROUP_EMPTY_TIMEOUT = 30.0
 
 # Runs inside the new private mount namespace, after nsenter has switched the netns:
 # $1 resolv.conf for the pod, $2 (optional) flannel subnet.env for node-level pods.
@@ -118,7 +123,7 @@ class PodProcesses:
         self.procs[pod.key] = proc
         return proc.pid
 
-    def wait_ready(self, timeout: float = 5.0, keys: set[str] | None = None) -> None:
+    def wait_ready(self, timeout: float = POD_START_TIMEOUT, keys: set[str] | None = None) -> None:
         """Wait until every pod process (or those of `keys`) has entered its namespaces and
         mounted its resolv.conf (i.e. reached `sleep`); before that its netns is still the lab's."""
         deadline = time.monotonic() + timeout
@@ -195,7 +200,8 @@ def remove_lab_cgroups(lab: str) -> list[str]:
                 continue
             dirs = sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
             for d in dirs + [root]:
-                for _ in range(50):
+                deadline = time.monotonic() + CGROUP_EMPTY_TIMEOUT
+                while True:
                     try:
                         pids = [int(x) for x in (d / "cgroup.procs").read_text().split()]
                     except FileNotFoundError:
@@ -209,6 +215,8 @@ def remove_lab_cgroups(lab: str) -> list[str]:
                         d.rmdir()
                         break
                     except OSError:
+                        if time.monotonic() > deadline:
+                            break
                         time.sleep(0.02)
             if root.exists():
                 left.append(str(root))

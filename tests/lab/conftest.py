@@ -31,6 +31,13 @@ LAB_CLI = [str(Path(sys.executable).with_name("netconform-lab"))]
 if not Path(LAB_CLI[0]).exists():  # not a venv install: run the module
     LAB_CLI = [sys.executable, "-m", "netconform.lab.cli"]
 RUN_NETNS = Path("/run/netns")
+# Time limits for a loaded 2-core machine (other labs building, xdist workers, busy loops): each is
+# many times what the step takes on an idle machine, and only a broken step ever uses it up. A
+# test waits for a condition within these; it never asserts that something was fast.
+CLI_TIMEOUT = 600.0  # one netconform-lab command; above the CLI's own `up` limit (UP_TIMEOUT)
+API_TIMEOUT = 120.0  # one request to the lab's Kubernetes API (`_request_timeout=`)
+PROBE_CALL_TIMEOUT = 120.0  # one probe call through the node-local runner (worker start included)
+WORKER_START_TIMEOUT = 120.0  # a runner's worker process starting and entering its namespace
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _serial = itertools.count()
 
@@ -77,7 +84,7 @@ def netns_inode(path_or_name: str) -> int:
     return os.stat(path).st_ino
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT,
         preexec: Callable[[], None] | None = None, argv0: list[str] | None = None) -> subprocess.CompletedProcess:
     """Run `netconform-lab ARGS` and capture its output (never raises on a non-zero exit)."""
     return subprocess.run([*(argv0 or LAB_CLI), *args], capture_output=True, text=True, timeout=timeout,
@@ -166,7 +173,7 @@ class RunningLab:
 
         return client.CoreV1Api(self.api())
 
-    def kubectl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    def kubectl(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
         """Real kubectl against the lab (its own cache dir, so labs never share discovery)."""
         cache = kubectl_cache(self.name)
         return subprocess.run(["kubectl", "--cache-dir", str(cache), *args], capture_output=True, text=True,
@@ -280,15 +287,18 @@ def make_lab() -> Iterator[LabMaker]:
             _owned.discard(name)
 
 
-def run_probe(netns: str, probe: str, call_timeout: float = 10.0, /, **kwargs: Any) -> Any:
+def run_probe(netns: str, probe: str, call_timeout: float = PROBE_CALL_TIMEOUT, /, **kwargs: Any) -> Any:
     """Run `probe` ("module:function" under netconform.probes) with `kwargs` inside `netns` (a
     name or a path) through the product's node-local runner; return its JSON value (fails the
-    test if the probe did not run at all). `call_timeout` bounds the whole call; a probe's own
+    test if the probe did not run at all). `call_timeout` bounds the whole call (it is only a
+    safety net against a hung worker, so it is never below PROBE_CALL_TIMEOUT); a probe's own
     `timeout` goes in `kwargs`."""
     from netconform.runners.local import runner_for
 
     path = netns if netns.startswith("/") else netns_path(netns)
-    call = runner_for(path).call(probe, kwargs, timeout=call_timeout)
+    runner = runner_for(path)
+    runner.start_timeout = max(runner.start_timeout, WORKER_START_TIMEOUT)
+    call = runner.call(probe, kwargs, timeout=max(call_timeout, PROBE_CALL_TIMEOUT))
     assert call.ok, f"probe {probe}{kwargs} in {path} did not run: {call.status} {call.error_type}: {call.error}"
     return call.value
 

@@ -11,7 +11,6 @@ import shutil
 import ssl
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -49,6 +48,9 @@ from netconform.lab.pki import CertificateAuthority
 from netconform.lab.topology import LabSpec, build_spec
 
 CREATED = datetime.now(timezone.utc) - timedelta(hours=2)
+# Limit for one request, exec session or watch to finish: generous for a loaded 2-core machine;
+# only a broken server ever waits it out.
+WAIT = 120
 MODELS = {
     "Pod": "V1Pod", "Node": "V1Node", "Namespace": "V1Namespace", "ConfigMap": "V1ConfigMap",
     "ServiceAccount": "V1ServiceAccount", "Service": "V1Service", "Endpoints": "V1Endpoints",
@@ -356,7 +358,7 @@ def _raw(lab: Lab, path: str, *, token: str | None = "lab", headers: dict[str, s
         req.add_header("Authorization", f"Bearer {lab.token if token == 'lab' else token}")
     ctx = ctx or ssl.create_default_context(cafile=str(lab.ca.cert_path))
     try:
-        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        with urllib.request.urlopen(req, context=ctx, timeout=WAIT) as r:
             return r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as e:
         with e:
@@ -458,9 +460,13 @@ def test_watch_sees_a_created_pod(lab: Lab, v1: client.CoreV1Api) -> None:
     events: list[tuple[str, str, str]] = []
     running = threading.Event()
     w = watch.Watch()
+    # Watch from the resourceVersion of a list taken before the create (as informers do): the
+    # watch sees every change after it, however late its connection is made on a busy machine.
+    since = v1.list_namespaced_pod("default", label_selector="test=watch").metadata.resource_version
 
     def consume() -> None:
-        for ev in w.stream(v1.list_namespaced_pod, "default", label_selector="test=watch", timeout_seconds=20):
+        for ev in w.stream(v1.list_namespaced_pod, "default", label_selector="test=watch", resource_version=since,
+                           timeout_seconds=WAIT):
             events.append((ev["type"], ev["object"].metadata.name, ev["object"].status.phase))
             if ev["object"].status.phase == "Running":
                 running.set()
@@ -468,10 +474,9 @@ def test_watch_sees_a_created_pod(lab: Lab, v1: client.CoreV1Api) -> None:
 
     t = threading.Thread(target=consume)
     t.start()
-    time.sleep(0.3)  # let the watch connect before the create
     v1.create_namespaced_pod("default", _pod_body("watched", {"test": "watch"}))
-    assert running.wait(15), events
-    t.join(15)
+    assert running.wait(WAIT), events
+    t.join(WAIT)
     assert events[0][:2] == ("ADDED", "watched") and ("MODIFIED", "watched", "Running") in events
     v1.delete_namespaced_pod("watched", "default")
 
@@ -513,7 +518,7 @@ def _exec(v1: client.CoreV1Api, pod: Any, command: list[str], stdin: str | None 
         if stdin is not None:
             resp.write_stdin(stdin)  # a text frame, as the Python client sends it
             resp.close_channel(0)  # v5: end of stdin
-        resp.run_forever(timeout=10)
+        resp.run_forever(timeout=WAIT)
         return resp.read_stdout(), resp.read_stderr(), resp.returncode
     finally:
         resp.close()
@@ -543,7 +548,7 @@ def test_exec_frames_on_the_wire(lab: Lab, protocol: str) -> None:
     url = (lab.server.url.replace("https://", "wss://") + f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
            "/exec?command=sh&command=-c&command=echo%20a%3B%20exit%205&stdout=true&stderr=true")
     ws = websocket.create_connection(url, subprotocols=[protocol], header=[f"Authorization: Bearer {lab.token}"],
-                                     sslopt={"ca_certs": str(lab.ca.cert_path)}, timeout=10)
+                                     sslopt={"ca_certs": str(lab.ca.cert_path)}, timeout=WAIT)
     frames: list[tuple[int, bytes]] = []
     try:
         assert ws.subprotocol == protocol
@@ -607,7 +612,7 @@ def kubectl(lab: Lab):
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         p = subprocess.run([exe, "--cache-dir", str(lab.tmp / "kcache"), *args], env=env, capture_output=True,
-                           text=True, timeout=120)
+                           text=True, timeout=5 * WAIT)
         if check and p.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} exited {p.returncode}: {p.stderr}")
         return p
@@ -648,5 +653,5 @@ def test_kubectl_exec(lab: Lab, kubectl) -> None:
     p = subprocess.run(["sh", "-c", 'printf "piped" | "$0" "$@"', shutil.which("kubectl") or "kubectl",
                         "--cache-dir", str(lab.tmp / "kcache"), "exec", "-i", pod.name, "--", "cat"],
                        env={**os.environ, "KUBECONFIG": str(lab.kubeconfig), "HOME": str(lab.tmp / "home")},
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=5 * WAIT)
     assert (p.returncode, p.stdout) == (0, "piped")

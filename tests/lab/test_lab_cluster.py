@@ -16,7 +16,7 @@ import pytest
 
 from netconform.runners.local import runner_for
 from tests.conftest import requires_root
-from tests.lab.conftest import FLAVORS, RunningLab, netns_inode, netns_path, run_probe
+from tests.lab.conftest import API_TIMEOUT, CLI_TIMEOUT, FLAVORS, RunningLab, netns_inode, netns_path, run_probe
 
 pytestmark = [requires_root, pytest.mark.lab]
 
@@ -51,7 +51,7 @@ def pod_identity(pid: int) -> tuple[int, int] | None:
     return None if fields[0] == "Z" else (pid, int(fields[19]))
 
 
-def gone(identity: tuple[int, int], within: float = 10.0) -> bool:
+def gone(identity: tuple[int, int], within: float = 60.0) -> bool:
     deadline = time.monotonic() + within
     while pod_identity(identity[0]) == identity:
         if time.monotonic() > deadline:
@@ -91,13 +91,14 @@ def test_client_lists_pods_by_label_selector(flab):
     sizes = {}
     for sel in SELECTORS:
         want = {k for k, lab_labels in labels.items() if selector_matches(sel, lab_labels)}
-        got = {key(p) for p in core.list_pod_for_all_namespaces(label_selector=sel, _request_timeout=20).items}
+        got = {key(p) for p in core.list_pod_for_all_namespaces(label_selector=sel, _request_timeout=API_TIMEOUT).items}
         assert got == want, f"label selector {sel!r}"
         sizes[sel] = len(want)
     # the selectors really select: none is "everything", the impossible one is nothing
     assert 0 < sizes["app=web"] < len(labels) and sizes["app=no-such-app"] == 0
     assert sizes["!app"] + sizes["app"] == len(labels)
-    in_ns = core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns", _request_timeout=20).items
+    in_ns = core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns",
+                                     _request_timeout=API_TIMEOUT).items
     assert {key(p) for p in in_ns} == {key(p) for p in flab.coredns_pods} and len(in_ns) == 2
 
 
@@ -107,16 +108,17 @@ def test_client_lists_pods_by_node_field_selector(flab):
     for node in flab.status["nodes"]:
         want = {key(p) for p in flab.status["pods"] if p["node"] == node["name"]}
         assert want and want != everything
-        got = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node['name']}", _request_timeout=20)
+        got = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node['name']}",
+                                               _request_timeout=API_TIMEOUT)
         assert {key(p) for p in got.items} == want, node["name"]
         assert all(p.spec.node_name == node["name"] for p in got.items)
         both = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node['name']}",
-                                                label_selector="app=web", _request_timeout=20).items
+                                                label_selector="app=web", _request_timeout=API_TIMEOUT).items
         assert {key(p) for p in both} == {key(p) for p in flab.web_pods if p["node"] == node["name"]}
         other = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName!={node['name']}",
-                                                 _request_timeout=20).items
+                                                 _request_timeout=API_TIMEOUT).items
         assert {key(p) for p in other} == everything - want
-    none = core.list_pod_for_all_namespaces(field_selector="spec.nodeName=no-such-node", _request_timeout=20)
+    none = core.list_pod_for_all_namespaces(field_selector="spec.nodeName=no-such-node", _request_timeout=API_TIMEOUT)
     assert none.items == []
 
 
@@ -197,9 +199,9 @@ def _debug_pod(name: str, *, node: str | None, host_network: bool) -> dict:
 
 
 def _wait_running(core, name: str) -> object:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + CLI_TIMEOUT
     while True:
-        pod = core.read_namespaced_pod(name, "default", _request_timeout=10)
+        pod = core.read_namespaced_pod(name, "default", _request_timeout=API_TIMEOUT)
         if pod.status.phase == "Running":
             return pod
         assert time.monotonic() < deadline, f"pod {name} stuck in {pod.status.phase}"
@@ -210,18 +212,18 @@ def _delete_and_wait(core, name: str) -> None:
     from kubernetes.client.rest import ApiException
 
     try:
-        core.delete_namespaced_pod(name, "default", grace_period_seconds=0, _request_timeout=30)
+        core.delete_namespaced_pod(name, "default", grace_period_seconds=0, _request_timeout=API_TIMEOUT)
     except ApiException as e:
         if e.status != 404:
             raise
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + CLI_TIMEOUT
     while True:
         try:
-            core.read_namespaced_pod(name, "default", _request_timeout=10)
+            core.read_namespaced_pod(name, "default", _request_timeout=API_TIMEOUT)
         except ApiException as e:
             assert e.status == 404
             return
-        assert time.monotonic() < deadline, f"pod {name} not gone 30 s after delete"
+        assert time.monotonic() < deadline, f"pod {name} not gone {CLI_TIMEOUT:.0f} s after delete"
         time.sleep(0.2)
 
 
@@ -234,7 +236,7 @@ def _exec(core, name: str, command: list[str]) -> tuple[int, str]:
 
     resp = stream(core.connect_get_namespaced_pod_exec, name, "default", command=command, stdout=True,
                   stderr=True, stdin=False, tty=False, _preload_content=False)
-    resp.run_forever(timeout=30)
+    resp.run_forever(timeout=API_TIMEOUT)
     out = resp.read_stdout() if resp.peek_stdout() else ""
     code = resp.returncode
     resp.close()
@@ -252,7 +254,7 @@ def test_hostnetwork_debug_pod_lives_in_the_node_netns_and_goes_away(flab):
     ident = pod = None
     try:
         core.create_namespaced_pod("default", _debug_pod(name, node=node["name"], host_network=True),
-                                   _request_timeout=30)
+                                   _request_timeout=API_TIMEOUT)
         pod = _wait_running(core, name)
         assert (pod.spec.node_name, pod.status.pod_ip, pod.status.host_ip) == (node["name"], node["ip"], node["ip"])
         st = _status_pod(flab, name)
@@ -287,7 +289,8 @@ def test_pod_created_through_the_api_gets_an_ip_and_pings_pods(flab):
     name = f"nc-net-{os.getpid()}"
     path = ident = None
     try:
-        core.create_namespaced_pod("default", _debug_pod(name, node=None, host_network=False), _request_timeout=30)
+        core.create_namespaced_pod("default", _debug_pod(name, node=None, host_network=False),
+                                   _request_timeout=API_TIMEOUT)
         pod = _wait_running(core, name)
         node = flab.node(pod.spec.node_name)
         ip = pod.status.pod_ip
@@ -304,14 +307,14 @@ def test_pod_created_through_the_api_gets_an_ip_and_pings_pods(flab):
         assert ident and os.stat(f"/proc/{st['pid']}/ns/net").st_ino == netns_inode(st["netns"])
         path = netns_path(st["netns"])
 
-        addrs = run_probe(path, "netinfo:addresses", 10, family="inet")
+        addrs = run_probe(path, "netinfo:addresses", family="inet")
         assert ip in {a["address"] for a in addrs}
         same = next(p for p in flab.pods() if p["node"] == node["name"])
         far = next(p for p in flab.pods() if p["node"] != node["name"])
         for target in (same, far):
-            r = run_probe(path, "icmp:ping", 10, dst=target["ip"], count=2, timeout=2.0)
+            r = run_probe(path, "icmp:ping", dst=target["ip"], count=2, timeout=10.0)
             assert r["ok"] and r["received"] >= 1, f"new pod {ip} -> {key(target)} {target['ip']}: {r}"
-        back = run_probe(far["netns"], "icmp:ping", 10, dst=ip, count=2, timeout=2.0)
+        back = run_probe(far["netns"], "icmp:ping", dst=ip, count=2, timeout=10.0)
         assert back["ok"], f"{key(far)} -> new pod {ip}: {back}"
     finally:
         if path is not None:
@@ -374,9 +377,9 @@ def test_branch_eni_security_groups_are_the_sgp_union(vpc_lab, ec2):
     core = vpc_lab.core()
     sgfp = [p for p in vpc_lab.spec().pods if p.sgfp]
     for p in sgfp:
-        pod = core.read_namespaced_pod(p.name, p.namespace, _request_timeout=10)
+        pod = core.read_namespaced_pod(p.name, p.namespace, _request_timeout=API_TIMEOUT)
         sgps = custom.list_namespaced_custom_object("vpcresources.k8s.aws", "v1beta1", p.namespace,
-                                                    "securitygrouppolicies", _request_timeout=10)["items"]
+                                                    "securitygrouppolicies", _request_timeout=API_TIMEOUT)["items"]
         matching = [s for s in sgps if all((pod.metadata.labels or {}).get(k) == v for k, v in
                                            s["spec"]["podSelector"].get("matchLabels", {}).items())]
         union = {g for s in matching for g in s["spec"]["securityGroups"]["groupIds"]}
@@ -397,7 +400,7 @@ def test_resolve_pod_pid_finds_every_pod_by_cgroup_on_both_layouts(flab):
 
     core = flab.core()
     api_pods = {key(p): ApiClient().sanitize_for_serialization(p)
-                for p in core.list_pod_for_all_namespaces(_request_timeout=20).items}
+                for p in core.list_pod_for_all_namespaces(_request_timeout=API_TIMEOUT).items}
     drivers = {n["name"]: n["cgroup_driver"] for n in flab.status["nodes"]}
     assert set(drivers.values()) == {"cgroupfs", "systemd"}
     seen = set()
@@ -426,7 +429,7 @@ def test_pod_resolv_conf_is_kubelets(flab):
     from netconform.analysis.resolvconf import parse_resolv_conf
 
     core = flab.core()
-    dns_ip = core.read_namespaced_service("kube-dns", "kube-system", _request_timeout=10).spec.cluster_ip
+    dns_ip = core.read_namespaced_service("kube-dns", "kube-system", _request_timeout=API_TIMEOUT).spec.cluster_ip
     assert dns_ip == flab.status["dns_service_ip"]
     domain = flab.status["cluster_domain"]
     host_resolv = Path("/etc/resolv.conf").read_text()

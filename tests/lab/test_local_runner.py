@@ -24,6 +24,11 @@ pytestmark = [
 ]
 
 T = "tests.lab.probes_for_tests"
+# Limit for a call that is expected to answer, worker start included, and for a process that is
+# expected to end: generous for a loaded 2-core machine; only a broken runner waits it out.
+# (Calls that are meant to time out pass their own short timeout.)
+CALL = 120.0
+GONE_WITHIN = 30.0
 POD_IP = "203.0.113.77"  # TEST-NET-3: neither the root namespace's nor any lab's
 
 
@@ -47,7 +52,7 @@ def runners():
     made: list[LocalRunner] = []
 
     def make(path: str) -> LocalRunner:
-        made.append(LocalRunner(path))
+        made.append(LocalRunner(path, start_timeout=CALL))
         return made[-1]
 
     yield make
@@ -64,7 +69,7 @@ def process_in(request):
         p = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "300"])
         procs.append(p)
         target = os.stat(f"/run/netns/{ns}").st_ino
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + GONE_WITHIN
         while time.monotonic() < deadline:  # `ip netns exec` has to setns and exec first
             try:
                 if os.stat(f"/proc/{p.pid}/ns/net").st_ino == target and _comm(p.pid) == "sleep":
@@ -77,7 +82,7 @@ def process_in(request):
     yield start
     for p in procs:
         p.kill()
-        p.wait(timeout=5)
+        p.wait(timeout=GONE_WITHIN)
 
 
 def _comm(pid: int) -> str:
@@ -85,7 +90,7 @@ def _comm(pid: int) -> str:
         return f.read().strip()
 
 
-def _gone(pid: int, within: float = 5.0) -> bool:
+def _gone(pid: int, within: float = GONE_WITHIN) -> bool:
     """True once /proc/<pid> is gone or a zombie (reaping an orphan is init's business)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -106,12 +111,12 @@ def _my_netns() -> str:
 # -- LocalRunner -----------------------------------------------------------------------------
 def test_addresses_come_from_the_target_namespace(pod_netns, runners):
     r = runners(f"/run/netns/{pod_netns}")
-    call = r.call("netinfo:addresses", {}, timeout=10)
+    call = r.call("netinfo:addresses", {}, timeout=CALL)
     assert call.status == "ok", call
     got = {(a["ifname"], a["address"], a["prefixlen"]) for a in call.value}
     assert ("eth0", POD_IP, 24) in got
     assert {a["ifname"] for a in call.value} <= {"lo", "eth0", "peer0"}
-    root = runners(_my_netns()).call("netinfo:addresses", {}, timeout=10)
+    root = runners(_my_netns()).call("netinfo:addresses", {}, timeout=CALL)
     assert root.status == "ok"
     assert POD_IP not in {a["address"] for a in root.value}
     assert {a["address"] for a in root.value} != {a["address"] for a in call.value}
@@ -122,24 +127,24 @@ def test_links_and_routes_of_the_namespace(pod_netns, runners):
     _ip("-n", pod_netns, "link", "set", "peer0", "up")
     _ip("-n", pod_netns, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0", "onlink")
     r = runners(f"/run/netns/{pod_netns}")
-    links = {link["name"]: link for link in r.call("netinfo:links", {}, 10).value}
+    links = {link["name"]: link for link in r.call("netinfo:links", {}, CALL).value}
     assert set(links) == {"lo", "eth0", "peer0"}
     assert links["eth0"]["kind"] == "veth" and links["eth0"]["state"] == "up"
     assert links["eth0"]["parent_index"] == links["peer0"]["index"]
-    routes = r.call("netinfo:routes", {"family": "inet"}, 10).value
+    routes = r.call("netinfo:routes", {"family": "inet"}, CALL).value
     default = next(x for x in routes if x["dst"] == "default")
     assert (default["gateway"], default["dev"], default["onlink"]) == ("169.254.1.1", "eth0", True)
 
 
 def test_timeout_kills_the_worker_and_the_next_call_works(pod_netns, runners):
     r = runners(f"/run/netns/{pod_netns}")
-    first = r.call(f"{T}:whoami", {}, 10)
+    first = r.call(f"{T}:whoami", {}, CALL)
     assert first.status == "ok"
     # the probe sleeps 60 s: "timeout" (not "ok") proves the runner cut it off
     call = r.call(f"{T}:sleep", {"seconds": 60}, timeout=1.0)
     assert call.status == "timeout" and call.error_type == "Timeout"
     assert _gone(first.value["pid"])
-    again = r.call(f"{T}:whoami", {}, 10)
+    again = r.call(f"{T}:whoami", {}, CALL)
     assert again.status == "ok" and again.value["pid"] != first.value["pid"]
     assert again.value["netns_inode"] == first.value["netns_inode"]
     assert r.spawns == 2
@@ -147,38 +152,38 @@ def test_timeout_kills_the_worker_and_the_next_call_works(pod_netns, runners):
 
 def test_raising_probe_is_an_error_result(pod_netns, runners):
     r = runners(f"/run/netns/{pod_netns}")
-    call = r.call(f"{T}:boom", {"message": "socket exploded"}, 10)
+    call = r.call(f"{T}:boom", {"message": "socket exploded"}, CALL)
     assert (call.status, call.error_type, call.error) == ("error", "RuntimeError", "socket exploded")
     assert "probes_for_tests.py" in call.traceback
-    assert r.call(f"{T}:whoami", {}, 10).status == "ok"
+    assert r.call(f"{T}:whoami", {}, CALL).status == "ok"
     assert r.spawns == 1  # an exception does not cost the worker
-    missing = r.call("no_such_probe_module:run", {}, 10)
+    missing = r.call("no_such_probe_module:run", {}, CALL)
     assert (missing.status, missing.error_type) == ("error", "ModuleNotFoundError")
-    bad_value = r.call(f"{T}:non_jsonable", {}, 10)
+    bad_value = r.call(f"{T}:non_jsonable", {}, CALL)
     assert bad_value.status == "error" and "not JSON-able" in bad_value.error
 
 
 def test_worker_death_is_an_error_and_respawns(pod_netns, runners):
     r = runners(f"/run/netns/{pod_netns}")
-    call = r.call(f"{T}:die", {"code": 7}, 10)
+    call = r.call(f"{T}:die", {"code": 7}, CALL)
     assert (call.status, call.error_type) == ("error", "WorkerDied")
     assert "exited with code 7" in call.error
-    assert r.call(f"{T}:whoami", {}, 10).status == "ok"
+    assert r.call(f"{T}:whoami", {}, CALL).status == "ok"
 
 
 def test_probe_output_cannot_corrupt_the_protocol(pod_netns, runners):
     r = runners(f"/run/netns/{pod_netns}")
-    call = r.call(f"{T}:chatty", {}, 10)
+    call = r.call(f"{T}:chatty", {}, CALL)
     assert call.status == "ok" and call.value == ""  # stdin is /dev/null for probes
-    assert r.call(f"{T}:whoami", {}, 10).status == "ok"
+    assert r.call(f"{T}:whoami", {}, CALL).status == "ok"
 
 
 def test_caller_bugs_raise(pod_netns, runners):
     r = runners(f"/run/netns/{pod_netns}")
     with pytest.raises(ValueError):
-        r.call("not a probe name", {}, 10)
+        r.call("not a probe name", {}, CALL)
     with pytest.raises(TypeError):
-        r.call(f"{T}:sleep", {"seconds": object()}, 10)
+        r.call(f"{T}:sleep", {"seconds": object()}, CALL)
     with pytest.raises(ValueError):
         r.call(f"{T}:sleep", {"seconds": 0}, 0)
 
@@ -186,9 +191,9 @@ def test_caller_bugs_raise(pod_netns, runners):
 def test_worker_starts_lean(pod_netns, runners):
     r = runners(f"/run/netns/{pod_netns}")
     heavy = ["scapy", "pyroute2", "kubernetes", "boto3", "pytest"]
-    assert r.call(f"{T}:loaded", {"prefixes": heavy}, 10).value == []
-    r.call("netinfo:links", {}, 10)
-    after = r.call(f"{T}:loaded", {"prefixes": heavy}, 10).value
+    assert r.call(f"{T}:loaded", {"prefixes": heavy}, CALL).value == []
+    r.call("netinfo:links", {}, CALL)
+    after = r.call(f"{T}:loaded", {"prefixes": heavy}, CALL).value
     assert "pyroute2" in after and all(m.split(".")[0] == "pyroute2" for m in after), after
 
 
@@ -201,7 +206,7 @@ def test_concurrent_calls_from_threads(pod_netns):
     def hammer(i: int) -> None:
         for n in range(15):
             path = paths[(i + n) % 2]
-            call = runner_for(path).call(f"{T}:whoami", {}, 10)
+            call = runner_for(path).call(f"{T}:whoami", {}, CALL)
             if call.status != "ok" or call.value["netns_inode"] != want[path]:
                 errors.append(f"{path}: {call}")
             else:
@@ -212,7 +217,7 @@ def test_concurrent_calls_from_threads(pod_netns):
         for t in threads:
             t.start()
         for t in threads:
-            t.join(60)
+            t.join(10 * CALL)
         assert not errors, errors[:3]
         assert all(len(pids_) == 1 for pids_ in seen.values()), seen  # one worker per namespace
     finally:
@@ -236,19 +241,20 @@ def test_worker_survives_the_thread_that_started_it(pod_netns):
     try:
         r = runner_for(f"/run/netns/{pod_netns}")
         box = {}
-        t = threading.Thread(target=lambda: box.update(call=r.call(f"{T}:whoami", {}, 10)))
+        t = threading.Thread(target=lambda: box.update(call=r.call(f"{T}:whoami", {}, CALL)))
         t.start()
-        t.join(30)
+        t.join(CALL)
         pid = box["call"].value["pid"]
         time.sleep(0.3)  # PR_SET_PDEATHSIG would have fired by now if that thread had forked it
         assert not _gone(pid, within=0.1)
-        assert r.call(f"{T}:whoami", {}, 10).value["pid"] == pid
+        assert r.call(f"{T}:whoami", {}, CALL).value["pid"] == pid
     finally:
         close_all()
 
 
 def test_close_all_ends_the_workers(pod_netns):
-    pids_ = [runner_for(p).call(f"{T}:whoami", {}, 10).value["pid"] for p in (f"/run/netns/{pod_netns}", _my_netns())]
+    pids_ = [runner_for(p).call(f"{T}:whoami", {}, CALL).value["pid"]
+             for p in (f"/run/netns/{pod_netns}", _my_netns())]
     assert all(os.path.exists(f"/proc/{pid}") for pid in pids_)
     close_all()
     assert not any(os.path.exists(f"/proc/{pid}") for pid in pids_)  # reaped, not just killed
@@ -258,7 +264,7 @@ def test_worker_dies_with_its_parent(pod_netns):
     script = ("import sys, time\n"
               "from netconform.runners.local import runner_for\n"
               "r = runner_for(sys.argv[1])\n"
-              "print(r.call('tests.lab.probes_for_tests:whoami', {}, 10).value['pid'], flush=True)\n"
+              "print(r.call('tests.lab.probes_for_tests:whoami', {}, 120).value['pid'], flush=True)\n"
               "r.call('tests.lab.probes_for_tests:sleep', {'seconds': 300}, 600)\n")
     parent = subprocess.Popen([sys.executable, "-c", script, f"/run/netns/{pod_netns}"], stdout=subprocess.PIPE,
                               text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
@@ -266,11 +272,11 @@ def test_worker_dies_with_its_parent(pod_netns):
         worker = int(parent.stdout.readline())
         assert not _gone(worker, within=0.2)
         parent.send_signal(signal.SIGKILL)  # no atexit, no cleanup: only PDEATHSIG can end the worker
-        parent.wait(10)
+        parent.wait(GONE_WITHIN)
         assert _gone(worker), f"worker {worker} outlived its parent"
     finally:
         parent.kill()
-        parent.wait(10)
+        parent.wait(GONE_WITHIN)
         parent.stdout.close()
 
 
@@ -278,21 +284,21 @@ def test_runner_refuses_a_path_that_now_names_another_namespace(make_netns, tmp_
     a, b = make_netns("ida"), make_netns("idb")
     link = tmp_path / "netns-link"
     link.symlink_to(f"/run/netns/{a}")
-    r = LocalRunner(str(link))
+    r = LocalRunner(str(link), start_timeout=CALL)
     try:
-        assert r.call(f"{T}:whoami", {}, 10).status == "ok"
+        assert r.call(f"{T}:whoami", {}, CALL).status == "ok"
         link.unlink()
         link.symlink_to(f"/run/netns/{b}")  # as /proc/<pid>/ns/net does when the pid is reused
         assert r.call(f"{T}:sleep", {"seconds": 30}, 0.5).status == "timeout"  # forces a respawn
-        call = r.call(f"{T}:whoami", {}, 10)
+        call = r.call(f"{T}:whoami", {}, CALL)
         assert (call.status, call.error_type) == ("error", "ResolveError")
         assert "now names namespace" in call.error and "pid was reused" in call.error
         link.unlink()  # and once the path is gone altogether
-        call = r.call(f"{T}:whoami", {}, 10)
+        call = r.call(f"{T}:whoami", {}, CALL)
         assert call.status == "error" and "cannot enter" in call.error
     finally:
         r.close()
-    assert r.call(f"{T}:whoami", {}, 10).error_type == "RunnerClosed"
+    assert r.call(f"{T}:whoami", {}, CALL).error_type == "RunnerClosed"
 
 
 def test_registered_by_name():
@@ -381,7 +387,7 @@ def test_resolve_pod_pid_falls_back_to_the_netns_holding_the_ip(pod_netns, proce
     assert [e.split(":")[0] for e in res.evidence] == ["cri", "cgroup", "netns"]
     # the path it found is directly usable by a runner
     try:
-        call = runner_for(res.netns_path).call("netinfo:addresses", {"ifname": "eth0", "family": "inet"}, 10)
+        call = runner_for(res.netns_path).call("netinfo:addresses", {"ifname": "eth0", "family": "inet"}, CALL)
         assert [a["address"] for a in call.value] == [POD_IP]
     finally:
         close_all()

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium")
 pytestmark = [requires_root, pytest.mark.lab, pytest.mark.xdist_group("reports")]
+SLOW = 600  # limit for one subprocess (a suite run, Chromium): generous for a loaded 2-core machine
 
 
 @dataclass
@@ -84,7 +85,10 @@ def _plant(paths, status: dict, pod: dict, planted: dict[str, str]) -> None:
         f.write(f"# Authorization: Bearer {planted['bearer']}\n")
 
 
-@pytest.fixture(scope="module")
+# Session scope: with `--dist loadgroup` all of this module runs on one worker (the "reports"
+# group); with any other distribution a worker that gets other modules' tests in between would
+# otherwise build the lab and run the whole suite again (twice the load on a busy machine).
+@pytest.fixture(scope="session")
 def suite_run(tmp_path_factory) -> SuiteRun:
     from netconform.lab.cli import lab_env, lab_fault, start_lab, stop_lab
     from netconform.lab.state import read_json
@@ -109,10 +113,12 @@ def suite_run(tmp_path_factory) -> SuiteRun:
         lab_fault(name, "dns-down", "")
         env = {**os.environ, **lab_env(paths), "GITHUB_STEP_SUMMARY": str(work / "step-summary.md")}
         env.pop("PYTEST_XDIST_WORKER", None)
-        argv = [sys.executable, "-m", "pytest", "checks/", "-p", "no:cacheprovider", "-n", "3", "--probe-timeout", "1",
+        # The product's default probe timeout (3 s), not a shorter one: on a loaded machine a
+        # healthy probe with a 1 s budget can time out, and a healthy check must not fail here.
+        argv = [sys.executable, "-m", "pytest", "checks/", "-p", "no:cacheprovider", "-n", "3", "--probe-timeout", "3",
                 "--report-dir", str(work / "reports"), "--bundle-archive", f"--junitxml={work / 'user-junit.xml'}",
                 "--pod", f"{web['namespace']}/{web['name']}", "--pod", f"{other['namespace']}/{other['name']}"]
-        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=SLOW, check=False)
         dirs = [p for p in (work / "reports").iterdir() if p.is_dir()] if (work / "reports").exists() else []
         assert len(dirs) == 1, f"expected one run folder, got {dirs}:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
         doc = json.loads((dirs[0] / "results.json").read_text())
@@ -228,7 +234,7 @@ def test_no_planted_secret_reaches_any_file(suite_run):
 def test_report_command_reproduces_the_markdown(suite_run, tmp_path):
     shutil.copy(suite_run.run_dir / "results.json", tmp_path / "results.json")
     netconform = Path(sys.executable).with_name("netconform")
-    out = subprocess.run([str(netconform), "report", str(tmp_path)], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([str(netconform), "report", str(tmp_path)], capture_output=True, text=True, timeout=SLOW,
                          check=False)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "report.md").read_text() == (suite_run.run_dir / "report.md").read_text()
@@ -241,7 +247,7 @@ def _chromium(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["unshare", "--net", CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120, check=False)
+             f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=SLOW, check=False)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (`make test` installs it: TEST_APT_PACKAGES)")
