@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +40,16 @@ class Cluster:
     server: str
     ca_pem: str = ""  # the CA the client trusts for the apiserver, if the kubeconfig names one
     in_cluster: bool = False
+    # "GET /api/v1/pods" -> requests made: the run's API cost, O(1) in the number of pods
+    requests: Counter = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def get_json(self, path: str, query: list[tuple[str, str]] | None = None, timeout: float = 15.0) -> dict:
         """GET an API path as plain JSON (no model decoding); ApiException on HTTP errors."""
         from kubernetes.client.exceptions import ApiException
 
+        with self._lock:
+            self.requests[f"GET {path}"] += 1
         method, url, headers, _, _ = self.api_client.param_serialize(
             "GET", path, query_params=query or [], header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"])
@@ -102,6 +109,7 @@ class Snapshot:
     root_ca_configmaps: list[dict] = field(default_factory=list)
     missing_permissions: dict[str, str] = field(default_factory=dict)  # kind -> permission
     ca_pem: str = ""
+    api_requests: dict[str, int] = field(default_factory=dict)  # what taking it cost ("GET /api/v1/pods": 1)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -174,6 +182,7 @@ def take_snapshot(cluster: Cluster, timeout: float = 20.0) -> Snapshot:
                 snap.missing_permissions[kind] = perm
             else:
                 setattr(snap, kind, items)
+    snap.api_requests = dict(cluster.requests)
     return snap
 
 

@@ -290,6 +290,9 @@ class Reporter:
             "cluster": {"context": snap.context, "server": snap.server,
                         "version": (snap.version or {}).get("gitVersion", ""), "version_info": snap.version,
                         "missing_permissions": snap.missing_permissions},
+            # Every API request of the run is the snapshot's: one list per kind, whatever the pod count.
+            "api_requests": sum(snap.api_requests.values()),
+            "api_requests_by_path": snap.api_requests,
             "targets": {"pods": [p.key for p in plan.pods] if plan else [],
                         "nodes": [n.name for n in plan.nodes] if plan else []},
             "options": options,
