@@ -162,6 +162,33 @@ def test_dns_down(flab):
                    lambda: dns(flab, src, ip, tcp=over_tcp, timeout=OK_TIMEOUT), answered(flab))
 
 
+def test_dns_replica_down(flab):
+    """One replica stops answering while the other, and the ClusterIP through it, still do."""
+    from netconform.lab.cli import lab_fault, lab_heal
+
+    src = client(flab)
+    down, up = flab.coredns_pods  # the fault's default target is the first
+    kube_dns = flab.status["dns_service_ip"]
+    try:
+        rec = lab_fault(flab.name, "dns-replica-down")["result"]
+        assert rec["target"] == key(down)
+        for over_tcp in (False, True):
+            expect(f"fault: CoreDNS {down['ip']} gives no answer (tcp={over_tcp})",
+                   lambda: dns(flab, src, down["ip"], tcp=over_tcp), no_answer)
+            expect(f"fault: CoreDNS {up['ip']} still answers (tcp={over_tcp})",
+                   lambda: dns(flab, src, up["ip"], tcp=over_tcp, timeout=OK_TIMEOUT), answered(flab))
+        # kube-dns still balances onto the dead replica: some queries through it fail, some answer
+        results = [dns(flab, src, kube_dns, tcp=True, timeout=OK_TIMEOUT) for _ in range(40)]
+        assert any(answered(flab)(r) for r in results) and any(no_answer(r) for r in results), \
+            [r["error_kind"] or r["rcode"] for r in results]
+        expect("fault: the dead replica's pod still answers ping", lambda: ping(src, down["ip"], OK_TIMEOUT),
+               lambda r: r["ok"])
+    finally:
+        lab_heal(flab.name, "dns-replica-down")
+    expect(f"healed: CoreDNS {down['ip']} answers again",
+           lambda: dns(flab, src, down["ip"], tcp=False, timeout=OK_TIMEOUT), answered(flab))
+
+
 def test_dns_udp_blocked(flab):
     from netconform.lab.cli import lab_fault, lab_heal
 
