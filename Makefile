@@ -8,6 +8,8 @@ TEST_APT_PACKAGES := chromium
 PYTEST := $(VENV)/bin/pytest
 # xdist workers for the project's tests (labs get per-worker names, so they run side by side)
 TEST_WORKERS ?= 2
+# extra pytest arguments for `make test`, e.g. PYTEST_ARGS="--junitxml=out.xml -k matrix"
+PYTEST_ARGS ?=
 
 .PHONY: install system-packages test-system-packages python-packages demo test unit lab-down clean
 
@@ -35,7 +37,7 @@ demo: install
 	$(PYTEST) checks/ --lab -n 4 -q
 
 test: install test-system-packages
-	$(PYTEST) tests/ -n $(TEST_WORKERS) --dist loadgroup
+	$(PYTEST) tests/ -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 unit: install
 	$(PYTEST) tests/unit -q
