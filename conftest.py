@@ -3,6 +3,7 @@ pytest_plugins = [
     "plugins.options",
     "plugins.lab",
     "plugins.targets",
+    "plugins.scheduling",
     "plugins.catalog",
     "fixtures.probing",
     "plugins.report",

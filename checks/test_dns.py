@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from fixtures.clusterip import BUDGET_TIMEOUTS, reach_clusterip
+from fixtures.clusterip import ask_directly, ask_each_directly, reach_clusterip, through_args
 from netconform import cases
 from netconform.analysis.resolvconf import cluster_domain_from_search, parse_resolv_conf
-from netconform.analysis.vip import attempts_summary
-from netconform.retry import attempts_for
+from netconform.analysis.vip import attempts_summary, failure_phrase
 from plugins.targets import targets
 
 PROTOS = [pytest.param(False, id="udp"), pytest.param(True, id="tcp")]
@@ -77,13 +76,15 @@ def _name(request, name_case: str, pod, domain: str, k8s_ip: str) -> Name:
     return Name(name, name, (ip,) if ip else None, f"--dns-name {name}")
 
 
-def _why_not(pod_probe, name: str, servers: list[str], replicas, tcp: bool, node: str) -> str:
-    """Differential diagnosis: ask the replicas directly (all at once), and over the other transport."""
-    t = max(pod_probe.timeout / 2, 0.5)
-    other = pod_probe("dns:query", server=servers[0], name=name, tcp=not tcp, timeout=t) if servers else None
-    direct = pod_probe("vip:each", kind="dns", targets=[[r.ip, r.port] for r in replicas], name=name, tcp=tcp,
-                       timeout=t) if replicas else []
+def _why_not(pod_probe, fqdn: str, servers: list[str], snap, tcp: bool, node: str) -> str:
+    """Differential diagnosis: ask the replicas directly (all at once), and the other transport
+    through the first nameserver — the very questions dns.replica and dns.clusterip ask, so they
+    are asked once per run (fixtures/clusterip.py)."""
     proto, other_proto = ("TCP", "UDP") if tcp else ("UDP", "TCP")
+    replicas = cases.dns_replicas(snap, proto)
+    other = pod_probe("vip:through", **through_args(pod_probe, servers[0], 53, cases.dns_replicas(snap, other_proto),
+                                                    "dns", name=fqdn, tcp=not tcp)) if servers else None
+    direct = ask_each_directly(pod_probe, "dns", replicas, name=fqdn, tcp=tcp)
     good = [r.name for r, d in zip(replicas, direct) if d["ok"]]
     bad = [r.name for r, d in zip(replicas, direct) if not d["ok"]]
     if other and other["ok"] and not good:
@@ -117,9 +118,8 @@ def test_dns_resolves(request, pod, name_case, tcp, pod_probe, dns_env, resolv_c
     if r["ok"]:
         pytest.fail(f"pod {pod.key}: {n.name} ({n.what}) resolved to {sorted(r['answers'])} over {proto}, "
                     f"expected {list(n.expect)} — stale or wrong records", pytrace=False)
-    replicas = cases.dns_replicas(targets(request.config).snapshot, "TCP" if tcp else "UDP")
     fqdn = f"kubernetes.default.svc.{domain}."
-    why = _why_not(pod_probe, fqdn, list(conf.nameservers), replicas, tcp, pod.node)
+    why = _why_not(pod_probe, fqdn, list(conf.nameservers), targets(request.config).snapshot, tcp, pod.node)
     pytest.fail(f"pod {pod.key}: {n.name} ({n.what}) did not resolve over {proto} through "
                 f"{', '.join(conf.nameservers)}: {_answer_text(r)}; {why}", pytrace=False)
 
@@ -133,15 +133,13 @@ def test_dns_nxdomain(request, pod, tcp, pod_probe, dns_env):
     server = conf.nameservers[0]
     name = f"netconform-{secrets.token_hex(4)}.{pod.namespace}.svc.{domain}."
     replicas = cases.dns_replicas(targets(request.config).snapshot, "TCP" if tcp else "UDP")
-    t = pod_probe.timeout
     # The nameserver is normally the kube-dns ClusterIP: retried like one, so a dead replica
     # behind it cannot decide what this check is about (no wildcard answers).
-    r = pod_probe("vip:through", kind="dns", ip=server, port=53, name=name, tcp=tcp,
-                  max_attempts=attempts_for(len(replicas)), timeout=t, budget_s=BUDGET_TIMEOUTS * t,
-                  _budget=(BUDGET_TIMEOUTS + 2) * t + 5)
+    r = pod_probe("vip:through", **through_args(pod_probe, server, 53, replicas, "dns", name=name, tcp=tcp))
     proto = "TCP" if tcp else "UDP"
     if not r["ok"]:
-        why = _why_not(pod_probe, name, [server], replicas, tcp, pod.node)
+        why = _why_not(pod_probe, f"kubernetes.default.svc.{domain}.", [server], targets(request.config).snapshot,
+                       tcp, pod.node)
         pytest.fail(f"pod {pod.key}: {server} gave no answer over {proto} for {name} (cannot exist): "
                     f"{attempts_summary(server + ':53', r)}; {why}", pytrace=False)
     answer = r["answer"]
@@ -170,7 +168,8 @@ def test_dns_clusterip(request, pod, tcp, pod_probe, dns_env):
         return
     why = out.sentence
     if out.verdict.verdict == "all-backends-down":
-        other = pod_probe("dns:query", server=dns_ip, name=fqdn, tcp=not tcp, timeout=pod_probe.timeout)
+        other = pod_probe("vip:through", **through_args(pod_probe, dns_ip, 53, cases.dns_replicas(snap, other_proto),
+                                                        "dns", name=fqdn, tcp=not tcp))
         why += (f"; {other_proto} to {dns_ip} answered — {proto}/53 is filtered on the way to CoreDNS" if other["ok"]
                 else f"; {other_proto} gets no answer either — cluster DNS itself is down")
     pytest.fail(f"pod {pod.key}: kube-dns ClusterIP {dns_ip} gave no answer over {proto} on node {pod.node}: {why}",
@@ -182,9 +181,9 @@ def test_dns_clusterip(request, pod, tcp, pod_probe, dns_env):
 def test_dns_replica(pod, replica, tcp, pod_probe, dns_env):
     conf, domain, _, k8s_ip = dns_env
     fqdn = f"kubernetes.default.svc.{domain}."
-    r = pod_probe("dns:query", server=replica.ip, name=fqdn, tcp=tcp, timeout=pod_probe.timeout)
+    r = ask_directly(pod_probe, "dns", replica.ip, replica.port, name=fqdn, tcp=tcp)
     proto = "TCP" if tcp else "UDP"
     assert r["ok"] and r["answers"] == [k8s_ip], (
         f"pod {pod.key}: CoreDNS replica {replica.name} ({replica.ip}, node {replica.node or '?'}) "
         f"did not answer {fqdn} over {proto}: "
-        f"{(r['answers'] or r['rcode']) if r['ok'] else (str(r['error_kind']) + ' ' + r['error'])}")
+        f"{(r['answers'] or r['detail']) if r['ok'] else failure_phrase(r) + (' (' + r['error'] + ')' if r['error'] else '')}")

@@ -24,8 +24,8 @@ def _usable_neighbour(pod_probe, gw):
     neigh = gateway_neighbour(pod_probe("netinfo:neighbours", all_states=True), gw)
     if neigh is None or not neigh.usable:
         # A learned gateway (bridge CNIs) has no entry until traffic needs one: send one packet.
-        pod_probe.call("icmp:ping", dst=gw.address, timeout=1.0)
-        neigh = gateway_neighbour(pod_probe("netinfo:neighbours", all_states=True), gw)
+        pod_probe.call("icmp:ping", dst=gw.address, timeout=1.0, _fresh=True)
+        neigh = gateway_neighbour(pod_probe("netinfo:neighbours", all_states=True, _fresh=True), gw)
     return neigh
 
 

@@ -40,3 +40,25 @@ def chance_all_missed(endpoints: int, alive: int, attempts: int) -> float:
     if alive >= endpoints:
         return 0.0
     return ((endpoints - alive) / endpoints) ** attempts
+
+
+# Share of attempts that may fail for reasons no backend is to blame for (a lost SYN on a busy
+# node, a retransmit that misses the timeout), when judging whether a ClusterIP answers as
+# often as its live backends say it should.
+BENIGN_LOSS = 0.05
+
+
+def chance_so_few_answered(answered: int, attempted: int, endpoints: int, alive: int,
+                           loss: float = BENIGN_LOSS) -> float:
+    """P(at most `answered` of `attempted` attempts answer) if kube-proxy picked uniformly among
+    `endpoints`, `alive` of which answer, with `loss` of the attempts lost anyway (binomial tail).
+
+    >>> chance_so_few_answered(1, 17, 2, 2) < 1e-6     # both backends answer, 1 of 17 got through
+    True
+    >>> chance_so_few_answered(5, 17, 2, 1) > 0.1       # one of two dead: about half get through
+    True
+    """
+    if endpoints <= 0 or alive <= 0 or attempted <= 0:
+        return 1.0
+    q = min(1.0, alive / endpoints) * (1.0 - loss)
+    return sum(math.comb(attempted, i) * q ** i * (1.0 - q) ** (attempted - i) for i in range(answered + 1))

@@ -163,6 +163,7 @@ class Reporter:
         self.run_dir: Path | None = None
         self.archive: Path | None = None
         self.problems: list[str] = []
+        self.probe_stats: dict[str, dict[str, Any]] = {}  # merged from xdist workers
 
     # gathering
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -182,6 +183,15 @@ class Reporter:
             report.nodeid, report.when, report.outcome, report.duration, check=info.get("check"),
             target=info.get("target"), message=message, internal_error=info.get("internal_error", not info),
             evidence=getattr(report, "netconform_evidence", None), wasxfail=hasattr(report, "wasxfail")))
+
+    def pytest_testnodedown(self, node, error) -> None:
+        from fixtures.probing import PROBE_STATS_KEY
+
+        for where, st in (getattr(node, "workeroutput", {}) or {}).get(PROBE_STATS_KEY, {}).items():
+            mine = self.probe_stats.setdefault(where, {"runs": {}, "shared": 0})
+            mine["shared"] += st["shared"]
+            for q, n in st["runs"].items():
+                mine["runs"][q] = mine["runs"].get(q, 0) + n
 
     # writing
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -274,6 +284,18 @@ class Reporter:
 
         return locate
 
+    def _probe_meta(self) -> dict[str, Any]:
+        """How many probe questions ran where, how many asks were shared, and any question that
+        ran more than once (across xdist workers too: only `fresh` asks should)."""
+        from fixtures.probing import probe_stats
+
+        stats = self.probe_stats or probe_stats()  # the workers' (xdist), or this process's own
+        by_where = {where: {"runs": sum(st["runs"].values()), "shared": st["shared"],
+                            "repeated": {q: n for q, n in st["runs"].items() if n > 1}}
+                    for where, st in sorted(stats.items())}
+        return {"runs": sum(w["runs"] for w in by_where.values()),
+                "shared": sum(w["shared"] for w in by_where.values()), "by_target": by_where}
+
     def _run_meta(self, plugin, results, pytest_status: int, status: int) -> dict[str, Any]:
         snap, plan = plugin.snapshot, plugin.plan
         end = datetime.now(UTC)
@@ -306,6 +328,7 @@ class Reporter:
             "verdict": word,
             "verdict_text": sentence,
             "counts": model.counts(results),
+            "probes": self._probe_meta(),
             "failed_by_severity": model.failed_by_severity(results),
         }
 

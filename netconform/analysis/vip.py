@@ -12,6 +12,9 @@ dead-backends          some endpoints answer, others do not: the Service still b
                        dead backends that are Ready (and, when so many attempts missing the
                        live ones cannot be chance, the translation does not reach them either)
 translation-broken     every endpoint answers directly: the ClusterIP translation here is broken
+translation-partial    some attempts answered, but far fewer than the live endpoints make
+                       likely: only some flows are translated (e.g. the rules are gone and
+                       old connection-tracking entries still carry a few)
 all-backends-down      no endpoint answers directly either: every backend is down or
                        unreachable from here
 =====================  ======================================================================
@@ -28,11 +31,12 @@ from dataclasses import dataclass, field
 from collections.abc import Collection
 from typing import Any, Literal
 
-from netconform.retry import P_CHANCE, chance_all_missed
+from netconform.retry import P_CHANCE, chance_all_missed, chance_so_few_answered
 
-__all__ = ["Backend", "VipVerdict", "attempts_summary", "diagnose", "failure_phrase"]
+__all__ = ["Backend", "VipVerdict", "attempts_summary", "diagnose", "diagnose_partial", "failure_phrase"]
 
-Verdict = Literal["answered", "no-endpoints", "dead-backends", "translation-broken", "all-backends-down"]
+Verdict = Literal["answered", "no-endpoints", "dead-backends", "translation-broken", "all-backends-down",
+                  "translation-partial"]
 
 
 @dataclass(frozen=True)
@@ -178,3 +182,31 @@ def diagnose(vip_ip: str, vip_port: int, through: dict[str, Any], direct: list[t
                      f"p = {_chance_text(base.chance)})")
     base.sentence = sentence
     return base
+
+
+def diagnose_partial(vip_ip: str, vip_port: int, through: dict[str, Any], direct: list[tuple[Backend, dict[str, Any]]],
+                     *, node: str = "", service: str = "") -> VipVerdict | None:
+    """None when a ClusterIP that answered did so about as often as its live endpoints make
+    likely; else the verdict that its translation works only for some flows.
+
+    Asked only after the first attempt failed (then a whole wave was sampled). A flow that reuses
+    a source port of a flow translated earlier keeps that translation in conntrack (UDP: 30 s
+    and more), so a node whose rules are gone still answers now and then; a uniform pick among
+    the live endpoints would answer most attempts.
+    """
+    attempted, answered = int(through.get("attempted") or 0), int(through.get("answered") or 0)
+    alive = [b for b, r in direct if r.get("ok")]
+    chance = chance_so_few_answered(answered, attempted, len(direct), len(alive))
+    if not through.get("ok") or not alive or chance >= P_CHANCE:
+        return None
+    vip = f"{vip_ip}:{vip_port}"
+    on = f" on node {node}" if node else ""
+    rules = f" (kube-proxy rules for {service})" if service else ""
+    expect = round(attempted * len(alive) / len(direct))
+    sentence = (f"only {answered} of {attempted} attempts through {vip} answered, though {len(alive)} of "
+                f"{len(direct)} ready endpoints ({', '.join(b.label for b in alive)}) answer directly and about "
+                f"{expect} should have (p = {_chance_text(chance)}) — the translation{on} works only for some "
+                f"flows{rules}: missing rules whose old connection-tracking entries still carry a few")
+    dead = [(b, failure_phrase(r)) for b, r in direct if not r.get("ok")]
+    return VipVerdict(vip=vip, verdict="translation-partial", sentence=sentence, dead=dead, alive=alive,
+                      attempted=attempted, answered=answered, chance=chance, translation_suspect=True)

@@ -226,10 +226,21 @@ class KubeDnsDnatMissing(Fault):
             raise FaultError(f"no node {target!r} in lab {spec.name}") from None
 
     def apply(self, lab: LabRuntime, target: str) -> None:
-        lab.apply_kube_proxy(self._node(lab.spec, target), frozenset({"kube-system/kube-dns"}))
+        node = self._node(lab.spec, target)
+        lab.apply_kube_proxy(node, frozenset({"kube-system/kube-dns"}))
+        # Flows translated before the rules went keep their conntrack entries (UDP ones for 30 s
+        # and more), and a new query that reuses such a source port would still be translated:
+        # gone rules break new flows, which is what the fault is, so old flows go too (as after
+        # the node restart that typically leaves kube-proxy without its rules).
+        _forget_flows(lab.spec.node(node).netns, lab.spec.service("kube-system/kube-dns").cluster_ip)
 
     def heal(self, lab: LabRuntime, target: str) -> None:
         lab.apply_kube_proxy(self._node(lab.spec, target))
+
+
+def _forget_flows(netns: str, dst: str) -> None:
+    """Delete the conntrack entries of flows to `dst` in `netns` (none to delete is fine)."""
+    subprocess.run(["ip", "netns", "exec", netns, "conntrack", "-D", "-d", dst], capture_output=True, timeout=10)
 
 
 def _coredns(spec: LabSpec) -> list[PodSpec]:

@@ -57,6 +57,7 @@ class Attempt:
     error_kind: str | None = None  # the shared kinds (probes/_net.py, https, dns)
     error: str = ""
     detail: str = ""  # "HTTP 500", "SERVFAIL", "NOERROR" ... when the peer answered something
+    answers: list[str] = field(default_factory=list)  # dns: the answer's rdata (["172.20.0.1"])
     latency_ms: float | None = None
     local_port: int | None = None  # a new one per attempt (what makes each pick new); None if the connect failed
     started_ms: float = 0.0  # since the first attempt began (waves share a start)
@@ -122,7 +123,8 @@ def _reduce(kind: str, r: Any, args: dict[str, Any], started_ms: float) -> Attem
     ok = _answered(kind, r, args)
     return Attempt(ip=r.ip if kind != "dns" else r.server, port=r.port, ok=ok,
                    error_kind=None if ok else (r.error_kind or "error"), error="" if ok else r.error,
-                   detail=_detail(kind, r), latency_ms=latency, local_port=local_port, started_ms=started_ms)
+                   detail=_detail(kind, r), answers=list(getattr(r, "answers", None) or []) if kind == "dns" else [],
+                   latency_ms=latency, local_port=local_port, started_ms=started_ms)
 
 
 def _run_wave(fn: Callable[[str, int], Any], targets: list[tuple[str, int]]) -> list[Any]:

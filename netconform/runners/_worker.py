@@ -9,7 +9,8 @@ the pod -> pid resolver to find the namespace holding a pod IP).
 
 Only modules that hold no network state are imported before `enter_netns`: scapy caches
 interfaces and routes at import (shared/reference/lab-notes.md), and setns(2) moves only the
-calling thread, so this process stays single-threaded and imports probes after entering.
+calling thread, so this process enters the namespace before it starts any thread, and imports
+probes after entering; the threads that then run probes inherit the namespace.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import sys
 import time
 
 CLONE_NEWNET = 0x40000000
+MAX_CONCURRENT_PROBES = 64  # per namespace; more calls queue (each has its own timeout in the parent)
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -98,7 +100,15 @@ def _answer(request: dict) -> dict:
 
 
 def serve(netns_path: str, parent_pid: int) -> int:
-    """Enter `netns_path`, say ready, then answer requests until stdin closes."""
+    """Enter `netns_path`, say ready, then answer requests until stdin closes.
+
+    Each request runs in a thread of its own, so a slow probe (a timeout on a dead path) does not
+    hold up the others. Threads are made only after setns(2), and a new thread inherits the
+    namespaces of the thread that creates it: every probe runs inside `netns_path`.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     set_parent_death_signal(parent_pid)
     # Keep the protocol on private fds; probes that print, or read stdin, then cannot corrupt it.
     proto_in, proto_out = os.dup(0), os.dup(1)
@@ -114,23 +124,33 @@ def serve(netns_path: str, parent_pid: int) -> int:
     _extend_sys_path()
     _write_line(proto_out, {"ready": True, "pid": os.getpid(), "netns": [dev, ino]})
 
+    write_lock = threading.Lock()
+
+    def reply(obj: dict) -> None:
+        with write_lock:
+            _write_line(proto_out, obj)
+
+    def run(request: dict) -> None:
+        t0 = time.monotonic()
+        answer = _answer(request)
+        answer["duration_s"] = round(time.monotonic() - t0, 6)
+        try:
+            reply(answer)
+        except ValueError as e:  # e.g. a circular value; the pipe itself is still fine
+            reply({"id": answer.get("id"), "ok": False, "error_type": "TypeError",
+                   "error": f"probe value is not JSON-able: {e}"})
+
+    pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_PROBES, thread_name_prefix="probe")
     reader = os.fdopen(proto_in, "rb")
     for raw in reader:
         try:
             request = json.loads(raw)
         except ValueError as e:
-            _write_line(proto_out, {"id": None, "ok": False, "error_type": "ProtocolError",
-                                    "error": f"request is not JSON: {e}"})
+            reply({"id": None, "ok": False, "error_type": "ProtocolError", "error": f"request is not JSON: {e}"})
             continue
-        t0 = time.monotonic()
-        reply = _answer(request)
-        reply["duration_s"] = round(time.monotonic() - t0, 6)
-        try:
-            _write_line(proto_out, reply)
-        except ValueError as e:  # e.g. a circular value; the pipe itself is still fine
-            _write_line(proto_out, {"id": reply.get("id"), "ok": False, "error_type": "TypeError",
-                                    "error": f"probe value is not JSON-able: {e}"})
-    return 0  # stdin closed: the parent is done with us
+        pool.submit(run, request)
+    # stdin closed: the parent is done with us. Probes still running are abandoned, not awaited.
+    os._exit(0)
 
 
 def addresses(paths: list[str]) -> int:

@@ -5,8 +5,9 @@
     LocalRunner("/proc/4242/ns/net")   ── spawn ─▶  prctl(PDEATHSIG) → setns(CLONE_NEWNET)
                                        ◀─ ready ──  {"ready": true, "pid": …, "netns": [dev, ino]}
     call("netinfo:routes", {}, 5)      ── line ──▶  {"id": 1, "probe": …, "kwargs": {…}}
-      poll() on the pipe ≤ timeout     ◀─ line ───  {"id": 1, "ok": true, "value": […]}
-      no answer: killpg, status=timeout, respawn on the next call
+      (any thread; calls run at once)                each request in a thread of its own
+      a reader thread hands out replies ◀─ line ───  {"id": 1, "ok": true, "value": […]}
+      no answer ≤ timeout: status=timeout; killpg once no other call is in flight, respawn
 
 The child enters the namespace before it imports anything network-related (scapy caches routes
 at import), imports each probe module once, and serves every call for that namespace, so the
@@ -92,21 +93,43 @@ class _Spawner:
 _spawner = _Spawner()
 
 
+class _Slot:
+    """One call in flight: the reply line (or the failure that ended the worker) lands here."""
+
+    __slots__ = ("done", "reply", "failure")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.reply: dict | None = None
+        self.failure: dict[str, str] | None = None  # ProbeCall fields when the worker died/misbehaved
+
+
 class _Worker:
-    """One live child process and its pipes (owned by a LocalRunner, used under its lock)."""
+    """One live child process, its pipes, and the calls in flight on it.
+
+    Calls are multiplexed by id: a reader thread hands each reply line to its caller's slot, so
+    several probes (a check's parallel follow-ups, or other threads) run in the child at once.
+    """
 
     def __init__(self, proc: subprocess.Popen, stderr_file: Any):
         self.proc = proc
         self.stderr_file = stderr_file
         self.buf = bytearray()
         self.netns: tuple[int, int] | None = None
+        self.pending: dict[int, _Slot] = {}
+        self.stale = False  # a call timed out here: stop the worker once nothing else is in flight
+        self._pending_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._stopped = False
+        self._reader: threading.Thread | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def read_line(self, deadline: float) -> bytes | None:
-        """One line from the child; b"" on EOF (child died), None if `deadline` passed first."""
+        """One line from the child; b"" on EOF (child died), None if `deadline` passed first.
+        Only before the reader thread starts (the ready line)."""
         fd = self.proc.stdout.fileno()
         # poll, not select: select fails on fds >= 1024, which a node with many pods can reach.
         poller = select.poll()
@@ -127,14 +150,77 @@ class _Worker:
                 return b""
             self.buf += chunk
 
+    def start_reader(self) -> None:
+        self._reader = threading.Thread(target=self._read_replies, name=f"netconform-reader-{self.pid}", daemon=True)
+        self._reader.start()
+
+    def _read_replies(self) -> None:
+        fd = self.proc.stdout.fileno()
+        failure: dict[str, str] | None = None
+        while failure is None:
+            nl = self.buf.find(b"\n")
+            if nl < 0:
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    failure = {"error_type": "WorkerDied", "error": f"{self.exit_description()} while running the probe"}
+                    break
+                self.buf += chunk
+                continue
+            line = bytes(self.buf[:nl])
+            del self.buf[: nl + 1]
+            try:
+                reply = json.loads(line)
+                if not isinstance(reply, dict):
+                    raise ValueError("reply is not an object")
+            except ValueError as e:
+                failure = {"error_type": "ProtocolError", "error": f"bad reply from worker: {e}: {line[:200]!r}"}
+                break
+            with self._pending_lock:
+                slot = self.pending.pop(reply.get("id"), None)
+            if slot is not None:  # no slot: an answer to a call that already timed out
+                slot.reply = reply
+                slot.done.set()
+        self.fail_all(failure)
+        if failure["error_type"] == "ProtocolError":
+            self.stop()
+
+    def register(self, rid: int) -> _Slot:
+        slot = _Slot()
+        with self._pending_lock:
+            self.pending[rid] = slot
+        return slot
+
+    def forget(self, rid: int) -> None:
+        with self._pending_lock:
+            self.pending.pop(rid, None)
+
+    def in_flight(self) -> int:
+        with self._pending_lock:
+            return len(self.pending)
+
+    def fail_all(self, failure: dict[str, str]) -> None:
+        with self._pending_lock:
+            slots, self.pending = list(self.pending.values()), {}
+        for slot in slots:
+            slot.failure = failure
+            slot.done.set()
+
     def send(self, obj: dict) -> None:
         data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
         fd = self.proc.stdin.fileno()
-        while data:
-            data = data[os.write(fd, data):]
+        with self._write_lock:
+            while data:
+                data = data[os.write(fd, data):]
 
     def stop(self, *, graceful: bool = False) -> None:
         """End the child (stdin EOF first if graceful), reap it, close its pipes and files."""
+        with self._pending_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         if graceful and self.proc.poll() is None:
             try:
                 self.proc.stdin.close()  # EOF: the serve loop ends and the worker exits
@@ -152,6 +238,9 @@ class _Worker:
             self.proc.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
             pass
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(timeout=5.0)  # it sees EOF now and fails what was still in flight
+        self.fail_all({"error_type": "WorkerDied", "error": f"worker pid {self.pid} was stopped"})
         for f in (self.proc.stdin, self.proc.stdout, self.stderr_file):
             try:
                 f.close()
@@ -159,7 +248,7 @@ class _Worker:
                 pass
 
     def exit_description(self) -> str:
-        """How the child ended, with the tail of its stderr (call before stop())."""
+        """How the child ended, with the tail of its stderr."""
         try:
             rc = self.proc.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
@@ -190,6 +279,11 @@ class LocalRunner(Runner):
     node's root namespace. The namespace identity (device, inode) is fixed at construction: a
     respawned worker that lands in another namespace (the pid was reused) is refused.
 
+    Calls from several threads run at the same time in the one child (each probe in a thread of
+    its own there, all in the namespace). A call that times out gets status "timeout"; the child
+    is then killed (with whatever the hung probe started) as soon as no other call is in flight
+    on it, and the next call starts a fresh one.
+
     >>> r = LocalRunner("/proc/1/ns/net")
     >>> r.call("netinfo:links", {}, timeout=5).status
     'ok'
@@ -202,7 +296,7 @@ class LocalRunner(Runner):
         self.netns_path = netns_path
         self.key = netns_key(netns_path)
         self.start_timeout = start_timeout
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the worker's lifecycle (start, retire), not the calls
         self._worker: _Worker | None = None
         self._ids = itertools.count(1)
         self.closed = False
@@ -232,8 +326,52 @@ class LocalRunner(Runner):
         if not timeout or timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         t0 = time.monotonic()
-        with self._lock:
-            return self._call_locked(probe, kwargs, timeout, t0)
+
+        def result(status: str = "error", **fields: Any) -> ProbeCall:
+            return ProbeCall(probe=probe, status=status, duration_s=round(time.monotonic() - t0, 6),
+                             where=where, **fields)
+
+        where = self.where
+        for attempt in (1, 2):
+            with self._lock:
+                if self.closed:
+                    return result(error_type="RunnerClosed", error="runner was closed (close_all at session end?)")
+                failure = self._ensure_worker()
+                if failure is not None:
+                    return result(**failure)
+                worker = self._worker
+                rid = next(self._ids)
+                slot = worker.register(rid)
+            where = self.where
+            try:
+                worker.send({"id": rid, "probe": probe, "kwargs": kwargs})
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                # The worker died before it read the request, so the probe never ran: a fresh
+                # worker may run it once.
+                worker.forget(rid)
+                desc = worker.exit_description()
+                self._retire(worker)
+                if attempt == 2:
+                    return result(error_type="WorkerDied", error=desc)
+                continue
+            if not slot.done.wait(timeout):
+                worker.forget(rid)
+                worker.stale = True
+                killed = self._retire_if_idle(worker)
+                how = "killed" if killed else "restarted once its other calls end"
+                return result("timeout", error_type="Timeout",
+                              error=f"no answer within {timeout:g} s; worker pid {worker.pid} {how}")
+            if worker.stale:
+                self._retire_if_idle(worker)
+            if slot.failure is not None:
+                self._retire(worker)
+                return result(**slot.failure)
+            reply = slot.reply
+            if reply.get("ok"):
+                return result("ok", value=reply.get("value"))
+            return result(error=reply.get("error", ""), error_type=reply.get("error_type", ""),
+                          traceback=reply.get("traceback", ""))
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Stop the worker (stdin EOF, then SIGKILL after 1 s); later calls return status "error"."""
@@ -243,61 +381,35 @@ class LocalRunner(Runner):
         if worker is not None:
             worker.stop(graceful=True)
 
-    # -- internals (under self._lock) -------------------------------------------------------
-    def _call_locked(self, probe: str, kwargs: dict, timeout: float, t0: float) -> ProbeCall:
-        def result(status: str = "error", **fields: Any) -> ProbeCall:
-            return ProbeCall(probe=probe, status=status, duration_s=round(time.monotonic() - t0, 6),
-                             where=where, **fields)
+    # -- internals ------------------------------------------------------------------------
+    def _retire(self, worker: _Worker) -> None:
+        """Stop `worker` and forget it if it is still this runner's (the next call respawns)."""
+        with self._lock:
+            if self._worker is worker:
+                self._worker = None
+        worker.stop()
 
-        where = self.where
-        if self.closed:
-            return result(error_type="RunnerClosed", error="runner was closed (close_all at session end?)")
-        for attempt in (1, 2):
-            if self._worker is not None and self._worker.proc.poll() is not None:
-                self._worker.stop()  # died between calls (OOM kill, killed by hand)
+    def _retire_if_idle(self, worker: _Worker) -> bool:
+        with self._lock:
+            if worker.in_flight():
+                return False
+            if self._worker is worker:
                 self._worker = None
-            if self._worker is None:
-                failure = self._start_worker()
-                if failure is not None:
-                    return result(**failure)
-            worker = self._worker
-            where = self.where
-            rid = next(self._ids)
-            try:
-                worker.send({"id": rid, "probe": probe, "kwargs": kwargs})
-            except (BrokenPipeError, ConnectionResetError):
-                # The worker died before it read the request, so the probe never ran: a fresh
-                # worker may run it once.
-                desc = worker.exit_description()
-                worker.stop()
-                self._worker = None
-                if attempt == 2:
-                    return result(error_type="WorkerDied", error=desc)
-                continue
-            line = worker.read_line(time.monotonic() + timeout)
-            if line is None:
-                worker.stop()
-                self._worker = None
-                return result("timeout", error_type="Timeout",
-                              error=f"no answer within {timeout:g} s; worker pid {worker.pid} killed")
-            if line == b"":
-                desc = worker.exit_description()
-                worker.stop()
-                self._worker = None
-                return result(error_type="WorkerDied", error=f"{desc} while running the probe")
-            try:
-                reply = json.loads(line)
-                if not isinstance(reply, dict) or reply.get("id") != rid:
-                    raise ValueError(f"reply does not answer request {rid}")
-            except ValueError as e:
-                worker.stop()
-                self._worker = None
-                return result(error_type="ProtocolError", error=f"bad reply from worker: {e}: {line[:200]!r}")
-            if reply.get("ok"):
-                return result("ok", value=reply.get("value"))
-            return result(error=reply.get("error", ""), error_type=reply.get("error_type", ""),
-                          traceback=reply.get("traceback", ""))
-        raise AssertionError("unreachable")
+        worker.stop()
+        return True
+
+    def _ensure_worker(self) -> dict[str, str] | None:
+        """Under self._lock: a live, usable worker in self._worker, or the failure (ProbeCall fields)."""
+        w = self._worker
+        if w is not None and (w.proc.poll() is not None or w._stopped):
+            self._worker = None  # died between calls (OOM kill, killed by hand)
+            w.stop()
+        elif w is not None and w.stale and not w.in_flight():
+            self._worker = None
+            w.stop()
+        if self._worker is None:
+            return self._start_worker()
+        return None
 
     def _start_worker(self) -> dict[str, str] | None:
         """Start a worker; None on success, else ProbeCall fields describing the failure."""
@@ -333,6 +445,7 @@ class LocalRunner(Runner):
         if failure is not None:
             worker.stop()
             return failure
+        worker.start_reader()
         self._worker = worker
         return None
 

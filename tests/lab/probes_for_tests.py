@@ -45,3 +45,16 @@ def loaded(prefixes: list[str]) -> list[str]:
 def non_jsonable() -> object:
     """Return something JSON cannot carry."""
     return object()
+
+
+_barriers: dict = {}
+
+
+def barrier(name: str, parties: int, timeout: float) -> int:
+    """Return only once `parties` calls wait here at the same time (raises after `timeout`):
+    proof that the worker runs calls concurrently, without measuring time."""
+    import threading
+
+    b = _barriers.setdefault(name, threading.Barrier(parties))
+    b.wait(timeout)
+    return threading.get_ident()

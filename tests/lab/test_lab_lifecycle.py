@@ -396,6 +396,10 @@ def _wait_for(what: str, cond, proc: subprocess.Popen | None = None, within: flo
         time.sleep(0.002)
 
 
+_DEFAULT_SIGINT_EXEC = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                        "os.execv(sys.argv[1], sys.argv[1:])")
+
+
 @dataclass
 class Interrupted:
     out: str
@@ -409,8 +413,11 @@ class Interrupted:
 def _interrupt_up(stage: str, name: str) -> Interrupted:
     """`netconform-lab up --name NAME`, SIGINT to its process group once the build reaches `stage`."""
     state = STATE_ROOT / name
-    proc = subprocess.Popen([*LAB_CLI, "up", "--name", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, cwd="/")
+    # As a shell starts a foreground job: SIGINT at its default, even when this test runs under
+    # a runner that ignores it (a background job of a script does; children inherit that, and
+    # Python then never raises KeyboardInterrupt).
+    proc = subprocess.Popen([sys.executable, "-c", _DEFAULT_SIGINT_EXEC, *LAB_CLI, "up", "--name", name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd="/")
     frozen = None
     try:
         reached = (lambda: bool(lab_cgroups(name))) if stage == "pods-starting" else (state / "ready").exists

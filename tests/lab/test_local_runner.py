@@ -150,6 +150,48 @@ def test_timeout_kills_the_worker_and_the_next_call_works(pod_netns, runners):
     assert r.spawns == 2
 
 
+def test_calls_run_at_once_in_one_worker(pod_netns, runners):
+    """Four calls from four threads are inside the worker together (a barrier of four releases
+    only then), all in the target namespace, served by one worker process."""
+    r = runners(f"/run/netns/{pod_netns}")
+    pid = r.call(f"{T}:whoami", {}, CALL).value["pid"]
+    results: list = [None] * 4
+
+    def call(i: int) -> None:
+        results[i] = r.call(f"{T}:barrier", {"name": "four", "parties": 4, "timeout": 60}, CALL)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(2 * CALL)
+    assert all(c is not None and c.status == "ok" for c in results), results
+    assert len({c.value for c in results}) == 4  # four probe threads
+    assert r.call(f"{T}:whoami", {}, CALL).value["pid"] == pid and r.spawns == 1
+
+
+def test_a_timeout_does_not_cut_off_the_other_calls(pod_netns, runners):
+    r = runners(f"/run/netns/{pod_netns}")
+    pid = r.call(f"{T}:whoami", {}, CALL).value["pid"]
+    slow: list = []
+    t = threading.Thread(target=lambda: slow.append(r.call(f"{T}:barrier", {"name": "late", "parties": 2,
+                                                                          "timeout": 60}, CALL)))
+    t.start()
+    deadline = time.monotonic() + CALL
+    while r._worker.in_flight() == 0 and time.monotonic() < deadline:  # the slow call is in the worker
+        time.sleep(0.01)
+    hung = r.call(f"{T}:sleep", {"seconds": 60}, timeout=0.5)
+    assert hung.status == "timeout" and "restarted once its other calls end" in hung.error
+    assert not _gone(pid, within=0.5)  # the slow call still runs there
+    # release the slow call: the barrier's second party
+    assert r.call(f"{T}:barrier", {"name": "late", "parties": 2, "timeout": 60}, CALL).status == "ok"
+    t.join(CALL)
+    assert slow and slow[0].status == "ok"
+    assert _gone(pid)  # idle now: the worker with the hung probe is gone
+    again = r.call(f"{T}:whoami", {}, CALL)
+    assert again.status == "ok" and again.value["pid"] != pid
+
+
 def test_raising_probe_is_an_error_result(pod_netns, runners):
     r = runners(f"/run/netns/{pod_netns}")
     call = r.call(f"{T}:boom", {"message": "socket exploded"}, CALL)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from netconform.analysis.vip import Backend, attempts_summary, diagnose, failure_phrase
+from netconform.analysis.vip import Backend, attempts_summary, diagnose, diagnose_partial, failure_phrase
 from netconform.probes import vip
-from netconform.retry import attempts_for, chance_all_missed
+from netconform.retry import attempts_for, chance_all_missed, chance_so_few_answered
 
 DATA = Path(__file__).parent / "data" / "vip"
 
@@ -114,6 +114,42 @@ def test_answered():
     through, direct, _ = _recorded("web-one-endpoint-cut-off-answered")
     v = diagnose("172.20.0.100", 80, through, direct)
     assert v.verdict == "answered" and v.sentence == "1 of 1 attempts through 172.20.0.100:80 answered"
+
+
+def _answered_late(answered: int, attempted: int) -> dict:
+    """A recorded wave that answered (web-one-endpoint-cut-off-answered) stretched to `attempted`
+    attempts of which `answered` answered: the shape `through` gives after a failed first attempt."""
+    through, _, _ = _recorded("web-one-endpoint-cut-off-answered")
+    ok, bad = through["attempts"][0], {"ok": False, "error_kind": "timeout"}
+    return {**through, "attempted": attempted, "answered": answered,
+            "attempts": [bad] * (attempted - answered) + [ok] * answered}
+
+
+def test_an_answer_now_and_then_from_live_backends_is_partial_translation():
+    # kube-dns rules gone on the node; a query that reused the source port of an older flow was
+    # still translated by conntrack: 1 of 17 answered while both replicas answer directly
+    _, direct, _ = _recorded("kube-dns-udp-translation-missing")
+    v = diagnose_partial("172.20.0.10", 53, _answered_late(1, 17), direct, node="ip-10-0-0-11",
+                         service="kube-system/kube-dns")
+    assert v is not None and v.verdict == "translation-partial" and v.translation_suspect
+    assert v.sentence.startswith("only 1 of 17 attempts through 172.20.0.10:53 answered, though 2 of 2 ready endpoints")
+    assert "the translation on node ip-10-0-0-11 works only for some flows (kube-proxy rules for kube-system/kube-dns)" \
+        in v.sentence
+
+
+def test_answers_in_line_with_the_live_backends_are_fine():
+    _, one_dead, _ = _recorded("apiserver-one-dead-of-two")
+    assert diagnose_partial("172.20.0.1", 443, _answered_late(3, 17), one_dead) is None  # ~half expected
+    _, both, _ = _recorded("kube-dns-udp-translation-missing")
+    assert diagnose_partial("172.20.0.10", 53, _answered_late(16, 17), both) is None  # one lost attempt
+    _, none_alive, _ = _recorded("kube-dns-udp-all-dead")
+    assert diagnose_partial("172.20.0.10", 53, _answered_late(1, 17), none_alive) is None  # nothing to judge by
+
+
+def test_chance_so_few_answered_is_a_binomial_tail():
+    assert chance_so_few_answered(17, 17, 2, 2) == pytest.approx(1.0)
+    assert chance_so_few_answered(0, 20, 2, 1) == pytest.approx(0.525 ** 20)
+    assert chance_so_few_answered(3, 10, 4, 0) == 1.0
 
 
 def test_phrases():
