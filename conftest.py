@@ -6,5 +6,6 @@ pytest_plugins = [
     "plugins.scheduling",
     "plugins.catalog",
     "fixtures.probing",
+    "plugins.prefetch",
     "plugins.report",
 ]
