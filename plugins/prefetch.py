@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from fixtures.probing import EVIDENCE_KEY
+from fixtures.probing import EVIDENCE_KEY, locate_namespace
 from plugins.scheduling import target_of
 from plugins.targets import targets
 
@@ -120,9 +120,8 @@ class Prefetch:
         self.done.add(target)
         siblings = [i for i in item.session.items if isinstance(i, pytest.Function)
                     and _is_check(i) and target_of(i.nodeid, keys) == target and i.nodeid not in self.outcomes]
-        prepared = []
-        for sib in siblings:
-            prepared.append((sib, _Resolver(sib)))
+        prepared = [(sib, _Resolver(sib)) for sib in siblings]
+        bundle = self._bundle_task(target)
 
         def run(pair: tuple[pytest.Function, _Resolver]) -> tuple[str, _Outcome | None]:
             sib, res = pair
@@ -133,11 +132,41 @@ class Prefetch:
             except Exception:  # noqa: BLE001 -- a bug shows when the check runs the ordinary way
                 return sib.nodeid, None
 
-        with ThreadPoolExecutor(max_workers=min(MAX_AT_ONCE, max(1, len(prepared))),
-                                thread_name_prefix="check") as pool:
+        with ThreadPoolExecutor(max_workers=min(MAX_AT_ONCE, len(prepared) + 1), thread_name_prefix="check") as pool:
+            asked = pool.submit(bundle) if bundle else None
             for nodeid, outcome in pool.map(run, prepared):
                 if outcome is not None:
                     self.outcomes[nodeid] = outcome
+            if asked is not None:
+                asked.result()
+
+    def _bundle_task(self, key: str):
+        """The evidence bundle's questions for this target's namespace, asked alongside its checks:
+        the controller writes the bundle at the end from these answers (run folder), not by
+        starting probe workers of its own."""
+        from netconform.report.collect import bundle_questions, probe_limit
+        from netconform.runners.local import runner_for
+        from netconform.runners.shared import shared_calls
+
+        plugin = targets(self.config)
+        found = {p.key: p for p in plugin.plan.pods} | {n.name: n for n in plugin.plan.nodes}
+        target = found.get(key)
+        if target is None:
+            return None
+        kind = "node" if key in {n.name for n in plugin.plan.nodes} else "pod"
+
+        def ask() -> None:
+            try:
+                path, _, _ = locate_namespace(plugin.snapshot, target)
+                if not path:
+                    return
+                shared = shared_calls(runner_for(path))
+                for _, probe, kwargs, limit in bundle_questions(kind, probe_limit(self.config.option.probe_timeout)):
+                    shared.call(probe, kwargs, timeout=limit)
+            except Exception:  # noqa: BLE001 -- best effort, as the bundle is: it asks again at the end
+                return
+
+        return ask
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> bool | None:

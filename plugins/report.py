@@ -31,7 +31,7 @@ import pytest
 
 from netconform.redact import Redactor, redactor_for_environment
 from netconform.report import bundle, model
-from netconform.report.collect import RawTarget, collect_raw
+from netconform.report.collect import RawTarget, collect_raw, probe_limit
 from netconform.targets import NodeTarget, PodTarget
 from plugins.catalog import check_info
 from plugins.targets import targets
@@ -163,7 +163,7 @@ class Reporter:
         self.run_dir: Path | None = None
         self.archive: Path | None = None
         self.problems: list[str] = []
-        self.probe_stats: dict[str, dict[str, Any]] = {}  # merged from xdist workers
+        self.probe_stats: dict[str, Any] = {"targets": {}, "workers": {}}  # merged from xdist workers
 
     # gathering
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -187,11 +187,7 @@ class Reporter:
     def pytest_testnodedown(self, node, error) -> None:
         from fixtures.probing import PROBE_STATS_KEY
 
-        for where, st in (getattr(node, "workeroutput", {}) or {}).get(PROBE_STATS_KEY, {}).items():
-            mine = self.probe_stats.setdefault(where, {"runs": {}, "shared": 0})
-            mine["shared"] += st["shared"]
-            for q, n in st["runs"].items():
-                mine["runs"][q] = mine["runs"].get(q, 0) + n
+        _merge_probe_stats(self.probe_stats, (getattr(node, "workeroutput", {}) or {}).get(PROBE_STATS_KEY, {}))
 
     # writing
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -221,7 +217,7 @@ class Reporter:
         writer = bundle.BundleWriter(self.run_dir, red)
 
         collected = collect_raw(self._raw_targets(plugin), self._locate(plugin),
-                                timeout=max(5.0, self.config.option.probe_timeout * 3))
+                                timeout=probe_limit(self.config.option.probe_timeout))
         manifest = bundle.write_bundle(writer, collected, snap.to_dict(), results)
         bundle.attach_files(results, manifest)
         self.doc = red.data({"schema": model.SCHEMA, "run": self._run_meta(plugin, results, pytest_status, status),
@@ -258,43 +254,32 @@ class Reporter:
 
     def _locate(self, plugin):
         try:
-            from fixtures.probing import NetnsResolver
+            from fixtures.probing import locate_namespace
         except ImportError as e:  # best effort: every folder then says why it has no netns files
             def cannot(t: RawTarget, why: str = str(e)) -> tuple[str, int, list[str]]:
                 return "", 0, [f"no namespace resolver: {why}"]
 
             return cannot
-        # The same resolver the checks use (crictl, cgroup scan, /run/netns by IP), own cache.
-        resolver = NetnsResolver()
         snap, plan = plugin.snapshot, plugin.plan
-        pods = {p.key: p for p in plan.pods}
-        nodes = {n.name: n for n in plan.nodes}
-
-        def locate(t: RawTarget) -> tuple[str, int, list[str]]:
-            if t.kind == "pod":
-                pod = pods[t.name]
-                if pod.not_probeable:
-                    return "", 0, [pod.not_probeable]
-                return resolver.pod(pod, t.api_object)
-            node = nodes[t.name]
-            raws = [snap.pod(p.namespace, p.name) for p in node.host_network_pods]
-            if not raws:
-                return "", 0, [f"node {node.name} has no running hostNetwork pod to find its network namespace by"]
-            return resolver.node(node, raws)
-
-        return locate
+        found = {("pod", p.key): p for p in plan.pods} | {("node", n.name): n for n in plan.nodes}
+        # The same resolver the checks use (crictl, cgroup scan, /run/netns by IP).
+        return lambda t: locate_namespace(snap, found[(t.kind, t.name)])
 
     def _probe_meta(self) -> dict[str, Any]:
-        """How many probe questions ran where, how many asks were shared, and any question that
-        ran more than once (across xdist workers too: only `fresh` asks should)."""
+        """How many probe questions ran where, how many asks were shared, any question that ran
+        more than once (across xdist workers too: only `fresh` asks should), and how many probe
+        workers each namespace needed (this process's, e.g. for the bundle, included)."""
         from fixtures.probing import probe_stats
 
-        stats = self.probe_stats or probe_stats()  # the workers' (xdist), or this process's own
-        by_where = {where: {"runs": sum(st["runs"].values()), "shared": st["shared"],
+        stats: dict[str, Any] = {"targets": {}, "workers": {}}
+        _merge_probe_stats(stats, self.probe_stats)
+        _merge_probe_stats(stats, probe_stats())
+        by_where = {where: {"runs": sum(st["runs"].values()), "shared": st["shared"], "namespace": st["namespace"],
                             "repeated": {q: n for q, n in st["runs"].items() if n > 1}}
-                    for where, st in sorted(stats.items())}
+                    for where, st in sorted(stats["targets"].items())}
         return {"runs": sum(w["runs"] for w in by_where.values()),
-                "shared": sum(w["shared"] for w in by_where.values()), "by_target": by_where}
+                "shared": sum(w["shared"] for w in by_where.values()), "by_target": by_where,
+                "workers_started": dict(sorted(stats["workers"].items()))}
 
     def _run_meta(self, plugin, results, pytest_status: int, status: int) -> dict[str, Any]:
         snap, plan = plugin.snapshot, plugin.plan
@@ -389,6 +374,16 @@ def _jsonable(v: Any) -> Any:
         return v
     except TypeError:
         return str(v)
+
+
+def _merge_probe_stats(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for where, st in (more.get("targets") or {}).items():
+        mine = into["targets"].setdefault(where, {"runs": {}, "shared": 0, "namespace": st.get("namespace", "")})
+        mine["shared"] += st["shared"]
+        for q, n in st["runs"].items():
+            mine["runs"][q] = mine["runs"].get(q, 0) + n
+    for ns, n in (more.get("workers") or {}).items():
+        into["workers"][ns] = into["workers"].get(ns, 0) + n
 
 
 def _version() -> str:

@@ -45,6 +45,21 @@ STRUCTURED: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def probe_limit(probe_timeout: float) -> float:
+    """How long one bundle probe may take, from the run's --probe-timeout."""
+    return max(5.0, probe_timeout * 3)
+
+
+def bundle_questions(kind: str, timeout: float) -> list[tuple[str, str | None, dict[str, Any], float]]:
+    """What the bundle asks a pod's or node's namespace: (file name or None for the commands,
+    probe, kwargs, call timeout). Asked the same way wherever it is asked, so an answer a check's
+    worker already got (netconform/runners/shared.py) is the one the bundle writes."""
+    wanted = dict(NETNS_COMMANDS, **(NODE_COMMANDS if kind == "node" else {}))
+    flat = [argv for cmds in wanted.values() for argv in cmds]
+    return [*((name, probe, kwargs, timeout) for name, (probe, kwargs) in STRUCTURED.items()),
+            (None, COMMANDS_PROBE, {"commands": flat, "timeout": timeout}, timeout * len(flat) + 5)]
+
+
 @dataclass
 class RawTarget:
     """A pod ("ns/name") or node whose namespace the bundle describes."""
@@ -107,21 +122,17 @@ def collect_target(target: RawTarget, locate: Locate, runner_for: Callable[[str]
     except Exception as e:  # noqa: BLE001
         out.errors.append(f"cannot run probes in {path}: {type(e).__name__}: {e}")
         return out
-    for name, (probe, kwargs) in STRUCTURED.items():
-        call = runner.call(probe, kwargs, timeout=timeout)
-        if call.status == "ok":
+    wanted = dict(NETNS_COMMANDS, **(NODE_COMMANDS if target.kind == "node" else {}))
+    for name, probe, kwargs, limit in bundle_questions(target.kind, timeout):
+        call = runner.call(probe, kwargs, timeout=limit)
+        if call.status != "ok":
+            out.errors.append(f"{name or 'command outputs'}: {probe} {call.status}: {call.error or call.error_type}")
+        elif name is not None:
             out.files[name] = call.value
         else:
-            out.errors.append(f"{name}: {probe} {call.status}: {call.error or call.error_type}")
-    wanted = dict(NETNS_COMMANDS, **(NODE_COMMANDS if target.kind == "node" else {}))
-    flat = [argv for cmds in wanted.values() for argv in cmds]
-    call = runner.call(COMMANDS_PROBE, {"commands": flat, "timeout": timeout}, timeout=timeout * len(flat) + 5)
-    if call.status == "ok":
-        results = iter(call.value)
-        for name, cmds in wanted.items():
-            out.files[name] = format_commands([next(results) for _ in cmds])
-    else:
-        out.errors.append(f"command outputs: {call.status}: {call.error or call.error_type}")
+            results = iter(call.value)
+            for file, cmds in wanted.items():
+                out.files[file] = format_commands([next(results) for _ in cmds])
     if pid:
         # The file the pod's resolver reads, through its own mount namespace.
         conf = Path(f"/proc/{pid}/root/etc/resolv.conf")
@@ -132,11 +143,27 @@ def collect_target(target: RawTarget, locate: Locate, runner_for: Callable[[str]
     return out
 
 
+class _Shared:
+    """A runner's `call`, through SharedCalls."""
+
+    def __init__(self, shared: Any):
+        self.shared = shared
+
+    def call(self, probe: str, kwargs: dict[str, Any], timeout: float) -> Any:
+        return self.shared.call(probe, kwargs, timeout=timeout)[0]
+
+
 def collect_raw(targets: list[RawTarget], locate: Locate, runner_for: Callable[[str], Any] | None = None,
                 timeout: float = 10.0, parallel: int = 8) -> list[Collected]:
     """Collect every target in parallel; never raises (failures are in each `Collected.errors`)."""
     if runner_for is None:
-        from netconform.runners.local import runner_for
+        from netconform.runners.local import runner_for as local_runner_for
+        from netconform.runners.shared import shared_calls
+
+        def runner_for(path: str) -> Any:
+            # Answers the checks' workers already got for the same questions come from the run's
+            # shared folder: no second look, and no probe worker started here for them.
+            return _Shared(shared_calls(local_runner_for(path)))
 
     def one(t: RawTarget) -> Collected:
         start = time.monotonic()

@@ -39,7 +39,7 @@ from netconform.errors import PermissionMissing, ResolveError
 from netconform.runners._worker import command as worker_command
 from netconform.runners.base import ProbeCall, Runner, probe_target
 
-__all__ = ["LocalRunner", "close_all", "netns_key", "runner_for"]
+__all__ = ["LocalRunner", "close_all", "netns_key", "runner_for", "spawn_counts"]
 
 DEFAULT_START_TIMEOUT = 10.0
 _STDERR_TAIL = 2000
@@ -481,6 +481,17 @@ def runner_for(netns_path: str) -> LocalRunner:
     if retired is not None:
         retired.close()  # outside the pool lock: it may wait for an in-flight call
     return runner
+
+
+def spawn_counts() -> dict[str, int]:
+    """{"net:[inode]": workers started} for every namespace this process ran probes in."""
+    with _pool_lock:
+        runners = list(_pool.values())
+    out: dict[str, int] = {}
+    for r in runners:
+        ns = f"net:[{r.key[1]}]"
+        out[ns] = out.get(ns, 0) + r.spawns
+    return {ns: n for ns, n in out.items() if n}
 
 
 def close_all() -> None:

@@ -3,7 +3,9 @@
 - Kubernetes API requests are one list per kind whatever the number of target pods;
 - no probe question ran twice (across xdist workers too), healthy or under a fault whose timeouts
   every failing check of a pod would otherwise wait out again — except the asks meant to look
-  again (`_fresh`: the gateway check's second look at the neighbour table after a ping).
+  again (`_fresh`: the gateway check's second look at the neighbour table after a ping);
+- each pod namespace needed one probe worker for the whole run (a node's, at most one per xdist
+  worker).
 
 Wall time is never asserted here: bench/suite.py measures it.
 """
@@ -24,6 +26,7 @@ from tests.lab.conftest import RunningLab
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [requires_root, pytest.mark.lab]
 SUITE_TIMEOUT = 600
+XDIST_WORKERS = 3
 # Asked with `_fresh` on purpose (checks/test_gateway.py: a learned gateway gets a packet, then a
 # second look): may run more than once.
 LOOK_AGAIN = ("netinfo:neighbours ", "icmp:ping ")
@@ -31,7 +34,7 @@ LOOK_AGAIN = ("netinfo:neighbours ", "icmp:ping ")
 
 def run_meta(lab: RunningLab, pods: list[str], *extra: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="nc-costs-") as tmp:
-        argv = [sys.executable, "-m", "pytest", "checks/", "-q", "-p", "no:cacheprovider", "-n", "3",
+        argv = [sys.executable, "-m", "pytest", "checks/", "-q", "-p", "no:cacheprovider", "-n", str(XDIST_WORKERS),
                 "--report-dir", tmp, *extra]
         for p in pods:
             argv += ["--pod", p]
@@ -78,3 +81,12 @@ def test_no_question_is_asked_twice(lab, fault):
     assert probes["runs"] > 0 and set(probes["by_target"]) >= {f"pod {p}" for p in workload(running)}, probes
     assert probes["shared"] > 0, "no check reused another's answer"
     assert not repeated(meta), json.dumps(repeated(meta), indent=1)[:3000]
+    # One probe worker per pod namespace for the whole run: its checks all run in one xdist worker,
+    # and the bundle at the end starts none (its answers come from the run's shared folder). A node's
+    # namespace is also read by its pods' gateway checks, which may run in other xdist workers: the
+    # answers are shared, but each of those may start a worker there (at most one per xdist worker).
+    started = probes["workers_started"]
+    for where, t in probes["by_target"].items():
+        limit = 1 if where.startswith("pod ") else XDIST_WORKERS
+        assert 1 <= started.get(t["namespace"], 0) <= limit, (where, started)
+    assert set(started) == {t["namespace"] for t in probes["by_target"].values()}, started
