@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -29,10 +30,11 @@ from typing import Any
 import pytest
 
 from fixtures.probing import EVIDENCE_KEY, locate_namespace
-from plugins.scheduling import target_of
+from plugins.scheduling import UPFRONT_KEY, target_of
 from plugins.targets import targets
 
-MAX_AT_ONCE = 48  # checks of one target run together (each asks a handful of questions)
+MAX_AT_ONCE = 128  # checks run together (each mostly waits on its probes' answers)
+UPFRONT_WAIT_S = 5.0  # for the rest of a worker's work to arrive (it is sent all at once, at the start)
 
 
 class _Unsupported(Exception):
@@ -117,11 +119,14 @@ class Prefetch:
         target = target_of(item.nodeid, keys) if isinstance(item, pytest.Function) else None
         if target is None or target in self.done:
             return
-        self.done.add(target)
-        siblings = [i for i in item.session.items if isinstance(i, pytest.Function)
-                    and _is_check(i) and target_of(i.nodeid, keys) == target and i.nodeid not in self.outcomes]
-        prepared = [(sib, _Resolver(sib)) for sib in siblings]
-        bundle = self._bundle_task(target)
+        # This target, and every other one already queued for this process: a worker given two
+        # broken pods then waits for one chain of timeouts, not two in a row.
+        wanted = {target} | {t for t in (target_of(i.nodeid, keys) for i in self._queued(item.session)) if t}
+        wanted -= self.done
+        self.done |= wanted
+        prepared = [(i, _Resolver(i)) for i in item.session.items if isinstance(i, pytest.Function)
+                    and _is_check(i) and target_of(i.nodeid, keys) in wanted and i.nodeid not in self.outcomes]
+        bundles = [b for b in (self._bundle_task(t) for t in sorted(wanted)) if b]
 
         def run(pair: tuple[pytest.Function, _Resolver]) -> tuple[str, _Outcome | None]:
             sib, res = pair
@@ -132,13 +137,35 @@ class Prefetch:
             except Exception:  # noqa: BLE001 -- a bug shows when the check runs the ordinary way
                 return sib.nodeid, None
 
-        with ThreadPoolExecutor(max_workers=min(MAX_AT_ONCE, len(prepared) + 1), thread_name_prefix="check") as pool:
-            asked = pool.submit(bundle) if bundle else None
+        with ThreadPoolExecutor(max_workers=min(MAX_AT_ONCE, len(prepared) + len(bundles)),
+                                thread_name_prefix="check") as pool:
+            asked = [pool.submit(b) for b in bundles]
             for nodeid, outcome in pool.map(run, prepared):
                 if outcome is not None:
                     self.outcomes[nodeid] = outcome
-            if asked is not None:
-                asked.result()
+            for a in asked:
+                a.result()
+
+    def _queued(self, session: pytest.Session) -> list[pytest.Item]:
+        """The items xdist has already handed this worker and it has not run yet (none without
+        xdist: then every collected item is this process's, and all are taken)."""
+        workerinput = getattr(self.config, "workerinput", None)
+        if workerinput is None:
+            return list(session.items)
+        queue = next((q for q in (getattr(p, "torun", None) for p in self.config.pluginmanager.get_plugins())
+                      if q is not None and hasattr(q, "lock")), None)  # xdist's WorkerInteractor (xdist/remote.py)
+        if queue is None:
+            return []
+        # plugins/scheduling.py sends a worker all its work, then its shutdown: wait (briefly) for
+        # that marker, so the first check already knows every target of this worker.
+        deadline = time.monotonic() + (UPFRONT_WAIT_S if workerinput.get(UPFRONT_KEY) else 0.0)
+        while True:
+            with queue.lock() as pending:
+                items = list(pending)
+            if any(not isinstance(i, int) for i in items) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        return [session.items[i] for i in items if isinstance(i, int) and i < len(session.items)]
 
     def _bundle_task(self, key: str):
         """The evidence bundle's questions for this target's namespace, asked alongside its checks:

@@ -48,14 +48,39 @@ def _scheduler_class():
             key = target_of(nodeid, self.keys)
             return f"target {key}" if key else nodeid.rsplit("::", 1)[0]
 
+        def schedule(self) -> None:
+            """Every scope handed out at the start, in turn: each worker knows all its targets at
+            once, so it runs all their checks together (plugins/prefetch.py) instead of one
+            target's timeouts after another's. Targets cost about the same, so the turns balance."""
+            first = self.collection is None
+            super().schedule()
+            if first and self.collection:
+                while self.workqueue:
+                    for node in self.nodes:
+                        if not self.workqueue:
+                            break
+                        if not node.shutting_down:
+                            self._assign_work_unit(node)
+                for node in self.nodes:
+                    if not node.shutting_down:
+                        node.shutdown()  # everything is sent: a worker ends when its queue is done
+
     return TargetScheduling
+
+
+UPFRONT_KEY = "netconform_all_work_upfront"  # workerinput: this worker gets all its work at the start
+
+
+def _ours(config: pytest.Config) -> bool:
+    plugin = targets(config)
+    return getattr(config.option, "dist", "load") == "load" and plugin is not None and plugin.plan is not None
 
 
 @pytest.hookimpl(optionalhook=True)  # without xdist (-p no:xdist) the hook simply never runs
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    if getattr(config.option, "dist", "load") != "load":
-        return None
-    plugin = targets(config)
-    if plugin is None or plugin.plan is None:
-        return None
-    return _scheduler_class()(config, log)
+    return _scheduler_class()(config, log) if _ours(config) else None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    node.workerinput[UPFRONT_KEY] = _ours(node.config)

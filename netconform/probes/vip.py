@@ -5,9 +5,11 @@ round robin, nftables `numgen random`), so a single attempt through a ClusterIP 
 backend behind it is a coin toss. `through` makes many independent attempts — each one a new TCP
 connection or a new UDP socket, so a new source port and a new pick — until one answers:
 
-    attempt 1 alone          a healthy Service answers it: one connection, as before
-    then waves of `wave`     in parallel, so W picks cost one timeout, not W timeouts
-    stop at                  the first answer, `max_attempts`, or when `budget_s` is spent
+    attempt 1 alone          a healthy Service answers it at once: one connection, as before
+    the first wave           no answer within `hedge_s` (or a fast failure): the rest of a wave
+                             of `wave` joins it in parallel, so W picks cost one timeout
+    then waves of `wave`     while nothing answered and `budget_s` is not spent
+    stop at                  the first wave with an answer, or `max_attempts`
 
 Refusals come back in a millisecond, so a dead backend that refuses is retried until chance
 alone cannot explain "nothing answered" (netconform.retry.attempts_for); a backend that drops
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -42,6 +45,9 @@ __all__ = ["KINDS", "Attempt", "ThroughResult", "each", "through"]
 
 KINDS = ("tcp", "https", "dns")
 DEFAULT_WAVE = 16
+# How long the first attempt is awaited alone before the wave joins it: a live backend answers in
+# milliseconds, so a healthy Service costs one connection; a dead one costs one timeout, not two.
+HEDGE_S = 0.25
 # Failures that another pick cannot change: our own input is bad.
 _FINAL = {"ca-invalid"}
 
@@ -137,42 +143,71 @@ def _run_wave(fn: Callable[[str, int], Any], targets: list[tuple[str, int]]) -> 
 
 
 def through(kind: str, ip: str, port: int, *, max_attempts: int, timeout: float = 2.0, budget_s: float = 4.0,
-            wave: int = DEFAULT_WAVE, **args: Any) -> ThroughResult:
-    """Attempts at `ip:port` (one, then waves of `wave` in parallel) until one answers.
+            wave: int = DEFAULT_WAVE, hedge_s: float | None = None, **args: Any) -> ThroughResult:
+    """Attempts at `ip:port` until one answers: one alone; if it has not answered within `hedge_s`
+    (or failed sooner), the rest of a first wave of `wave` joins it; then waves of `wave`.
 
-    Stops at the first wave with an answer, after `max_attempts`, or when `budget_s` has passed
-    (a wave is never started after that), so it takes at most about budget_s + timeout.
-    `args` go to the attempt kind (table above): `path`, `ca_pem`, `server_name` for https;
-    `name`, `tcp`, `rdtype`, `any_rcode` for dns.
+    A wave is waited for whole (its share of answers is evidence too). Stops at the first wave
+    with an answer, after `max_attempts`, or once `budget_s` has passed (no wave starts after),
+    so it takes at most about budget_s + timeout + hedge_s. `args` go to the attempt kind (table
+    above): `path`, `ca_pem`, `server_name` for https; `name`, `tcp`, `rdtype`, `any_rcode` for dns.
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
     fn = _attempt_fn(kind, args, timeout)
+    hedge = min(HEDGE_S, timeout / 4) if hedge_s is None else hedge_s
     out = ThroughResult(kind=kind, ip=ip, port=port, ok=False, answered=0, attempted=0,
                         max_attempts=max_attempts, budget_s=budget_s, waves=0)
     t0 = time.monotonic()
-    size = 1
-    while out.attempted < max_attempts:
-        n = min(size, max_attempts - out.attempted)
-        started = round((time.monotonic() - t0) * 1000.0, 3)
-        results = _run_wave(fn, [(ip, port)] * n)
-        out.waves += 1
-        out.attempted += n
-        final = False
-        for r in results:
-            a = _reduce(kind, r, args, started)
-            out.attempts.append(a)
-            if a.ok:
-                out.answered += 1
-                if out.answer is None:
-                    out.answer = asdict(r)
-            else:
-                out.failures[a.error_kind] = out.failures.get(a.error_kind, 0) + 1
-                out.last_failure = asdict(r)
-                final = final or a.error_kind in _FINAL
-        if out.answered or final or time.monotonic() - t0 >= budget_s:
-            break
-        size = max(1, wave)
+    final = False
+
+    def since() -> float:
+        return round((time.monotonic() - t0) * 1000.0, 3)
+
+    def take(r: Any, started: float) -> None:
+        nonlocal final
+        a = _reduce(kind, r, args, started)
+        out.attempts.append(a)
+        if a.ok:
+            out.answered += 1
+            if out.answer is None:
+                out.answer = asdict(r)
+        else:
+            out.failures[a.error_kind] = out.failures.get(a.error_kind, 0) + 1
+            out.last_failure = asdict(r)
+            final = final or a.error_kind in _FINAL
+
+    # Threads inherit the network namespace of the thread that creates them (this worker's, after
+    # setns), so parallel attempts leave from the same place as a single one.
+    with ThreadPoolExecutor(max_workers=max(1, min(wave, max_attempts)), thread_name_prefix="vip") as pool:
+        first = pool.submit(fn, ip, port)
+        out.attempted, out.waves = 1, 1
+        try:
+            r = first.result(timeout=hedge)
+        except FutureTimeout:  # not answered yet: hedge with the rest of the wave, keep waiting for it
+            joined = [pool.submit(fn, ip, port) for _ in range(min(wave, max_attempts) - 1)]
+            started = since()
+            out.attempted += len(joined)
+            take(first.result(), 0.0)
+            for f in joined:
+                take(f.result(), started)
+        else:
+            take(r, 0.0)
+            if not out.answered and not final and max_attempts > 1 and time.monotonic() - t0 < budget_s:
+                # it failed fast (refused, unreachable): the rest of the first wave now
+                started = since()
+                n = min(wave, max_attempts) - 1
+                out.attempted += n
+                for r2 in pool.map(lambda _: fn(ip, port), range(n)):
+                    take(r2, started)
+        while (not out.answered and not final and out.attempted < max_attempts
+               and time.monotonic() - t0 < budget_s):
+            n = min(wave, max_attempts - out.attempted)
+            started = since()
+            out.waves += 1
+            out.attempted += n
+            for r2 in pool.map(lambda _: fn(ip, port), range(n)):
+                take(r2, started)
     out.ok = out.answered > 0
     out.duration_ms = round((time.monotonic() - t0) * 1000.0, 3)
     return out
