@@ -33,7 +33,7 @@ from fixtures.probing import EVIDENCE_KEY, locate_namespace
 from plugins.scheduling import UPFRONT_KEY, target_of
 from plugins.targets import targets
 
-MAX_AT_ONCE = 128  # checks run together (each mostly waits on its probes' answers)
+MAX_AT_ONCE = 32  # checks run together per process: enough to overlap timeouts, gentle on a struggling cluster
 UPFRONT_WAIT_S = 5.0  # for the rest of a worker's work to arrive (it is sent all at once, at the start)
 
 

@@ -45,9 +45,10 @@ __all__ = ["KINDS", "Attempt", "ThroughResult", "each", "through"]
 
 KINDS = ("tcp", "https", "dns")
 DEFAULT_WAVE = 16
-# How long the first attempt is awaited alone before the wave joins it: a live backend answers in
-# milliseconds, so a healthy Service costs one connection; a dead one costs one timeout, not two.
-HEDGE_S = 0.25
+# How long the first attempt is awaited alone before the wave joins it (at most a quarter of the
+# timeout): a live backend answers in milliseconds, so a healthy Service costs one connection and a
+# dead one one timeout, not two; a slow but live one (a struggling CoreDNS) is not flooded at once.
+HEDGE_S = 0.5
 # Failures that another pick cannot change: our own input is bad.
 _FINAL = {"ca-invalid"}
 
