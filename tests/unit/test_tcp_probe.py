@@ -12,22 +12,8 @@ from netconform.probes.tcp import connect, connect_attempts
 from netconform.runners.local import LocalRunner
 
 
-@pytest.fixture
-def listener():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(16)
-    yield s.getsockname()[1]
-    s.close()
 
 
-@pytest.fixture
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # bound then closed: nothing listens, the kernel answers RST
-    return port
 
 
 def test_connect_ok_reports_latency_and_local_address(listener):
