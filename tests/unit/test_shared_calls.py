@@ -124,10 +124,53 @@ def test_the_run_folder_shares_answers_between_processes(tmp_path):
     p.start()
     p.join(30)
     got, w, runs_there = q.get(timeout=5)
-    assert got == call.to_dict() and w and runs_there == 1  # only the new question ran there
+    assert got == call.to_dict() and w
+    # the new question ran too, but here: this process owns the namespace (the broker)
+    assert runs_there == 0 and [k["server"] for _, k in here.runs] == ["10.0.1.16", "10.0.1.17"]
     # another namespace asking the same question is a different question
     elsewhere = SharedCalls(CountingRunner(key=(1, 4026532999)))
     assert elsewhere.call("dns:query", {"server": "10.0.1.16"})[1] is False
+
+
+def _in_another_process(fn):
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=lambda: q.put(fn()))
+    p.start()
+    got = q.get(timeout=60)
+    p.join(30)
+    return got
+
+
+def test_one_process_runs_a_namespaces_probes_the_others_hand_it_their_questions(tmp_path):
+    use_store(tmp_path)
+    owner = CountingRunner()
+    SharedCalls(owner).call("netinfo:links", {})  # this process asks first: it owns the namespace
+
+    def other() -> tuple[dict, int]:
+        use_store(tmp_path)
+        mine = CountingRunner()
+        call, _ = SharedCalls(mine).call("netinfo:routes", {"family": "inet"})
+        fresh, _ = SharedCalls(mine).call("netinfo:neighbours", {}, fresh=True)
+        return call.to_dict(), fresh.status, len(mine.runs)
+
+    call, fresh_status, ran_there = _in_another_process(other)
+    assert call["status"] == "ok" and call["value"] == {"asked": {"family": "inet"}} and fresh_status == "ok"
+    assert ran_there == 0  # the other process never ran a probe in this namespace itself
+    assert [p for p, _ in owner.runs] == ["netinfo:links", "netinfo:routes", "netinfo:neighbours"]
+
+
+def test_when_the_owner_is_gone_the_next_asker_takes_over(tmp_path):
+    def own_and_exit() -> bool:
+        use_store(tmp_path)
+        SharedCalls(CountingRunner()).call("netinfo:links", {})
+        return True
+
+    assert _in_another_process(own_and_exit)  # it owned the namespace, then exited
+    use_store(tmp_path)
+    here = CountingRunner()
+    call, _ = SharedCalls(here).call("netinfo:routes", {})
+    assert call.status == "ok" and len(here.runs) == 1
 
 
 def test_the_process_registry_gives_one_sharer_per_runner():
