@@ -37,10 +37,19 @@ def run_meta(lab: RunningLab, pods: list[str], *extra: str) -> dict:
                 "--report-dir", tmp, *extra]
         for p in pods:
             argv += ["--pod", p]
-        proc = subprocess.run(argv, cwd=ROOT, env=lab.subprocess_env, capture_output=True, text=True,
-                              timeout=SUITE_TIMEOUT)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=lab.subprocess_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=SUITE_TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        # the run's shared-answers folder (named after the run's pid) goes with it
+        left = list(Path(tempfile.gettempdir()).glob(f"netconform-run-{proc.pid}-*"))
+        assert not left, f"the run left {left}"
         found = list(Path(tmp).glob("*/results.json"))
-        assert len(found) == 1, f"exit {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
+        assert len(found) == 1, f"exit {proc.returncode}:\n{out[-3000:]}\n{err[-2000:]}"
         return json.loads(found[0].read_text())["run"]
 
 

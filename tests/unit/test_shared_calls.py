@@ -3,6 +3,7 @@ across threads, and across processes (xdist workers) through the run's answer fo
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from typing import Any
 
@@ -189,3 +190,20 @@ def test_checks_are_scheduled_by_the_target_their_id_starts_with():
         "ip-10-0-0-11.ec2.internal"
     assert target_of("checks/test_external.py::test_external_icmp[not-requested]", keys) is None
     assert target_of("checks/test_x.py::test_plain", keys) is None
+
+
+def test_a_killed_runs_folder_is_swept_by_the_next_run(tmp_path, monkeypatch):
+    import subprocess
+    import tempfile
+
+    from fixtures import probing
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"netconform-run-{gone.pid}-abc123"
+    alive = tmp_path / f"netconform-run-{os.getpid()}-def456"
+    for d in (dead, alive):
+        (d / "requests").mkdir(parents=True)
+    probing._sweep_dead_runs()
+    assert not dead.exists() and alive.exists()
