@@ -45,6 +45,7 @@ class _Unsupported(Exception):
 class _Outcome:
     exception: BaseException | None
     evidence: list[dict] = field(default_factory=list)
+    duration_s: float = 0.0  # how long the check took when it ran ahead
 
 
 class _Request:
@@ -92,11 +93,12 @@ class _Resolver:
         fn = self.item.function
         args = {name: self.value(name) for name in self.item._fixtureinfo.argnames}  # noqa: SLF001
         evidence = self.request.node.stash.get(EVIDENCE_KEY, [])
+        t0 = time.monotonic()
         try:
             fn(**args)
         except (AssertionError, pytest.skip.Exception, pytest.fail.Exception) as e:
-            return _Outcome(e, list(evidence))
-        return _Outcome(None, list(evidence))
+            return _Outcome(e, list(evidence), time.monotonic() - t0)
+        return _Outcome(None, list(evidence), time.monotonic() - t0)
 
 
 class Prefetch:
@@ -200,6 +202,7 @@ class Prefetch:
         outcome = self.outcomes.pop(pyfuncitem.nodeid, None)
         if outcome is None:
             return None
+        pyfuncitem.stash[_RAN_AHEAD] = outcome.duration_s
         real = pyfuncitem.stash.get(EVIDENCE_KEY, None)
         if real is not None:
             seen = {_fingerprint(e) for e in real}
@@ -207,6 +210,18 @@ class Prefetch:
         if outcome.exception is not None:
             raise outcome.exception
         return True
+
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call):
+        outcome = yield
+        ran_ahead = item.stash.get(_RAN_AHEAD, None)
+        if call.when == "call" and ran_ahead is not None:
+            # the check's own time (it ran ahead with its siblings), not the replay's
+            outcome.get_result().duration = ran_ahead
+
+
+_RAN_AHEAD = pytest.StashKey[float]()
 
 
 def _is_check(item: pytest.Function) -> bool:

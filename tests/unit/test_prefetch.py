@@ -38,6 +38,7 @@ def pytest_generate_tests(metafunc):
 
 CHECKS = '''
 import threading
+import time
 
 import pytest
 
@@ -60,6 +61,7 @@ def session_thing():
 @pytest.mark.check("a.one")
 def test_one(pod, together, evidence):
     evidence.add("probe", {"n": 1}, f"pod {pod.key}")
+    time.sleep(0.05)
     together.wait(10)
 
 
@@ -118,6 +120,9 @@ def test_a_targets_checks_run_together_and_report_as_usual(pytester):
     assert got["test_two[default/web-0]"]["diagnosis"] == "pod default/web-0: two is broken"
     assert got["test_three[default/web-0]"]["diagnosis"] == "pod default/web-0: nothing to check here"
     assert got["test_four[default/web-0-4]"]["diagnosis"] == "pod default/web-0: 4 failed, said True"
+    # its duration is the time the check took when it ran ahead (it waited at the barrier), not
+    # the instant replay
+    assert got["test_one[default/web-0]"]["duration_s"] >= 0.05
     # the evidence a check recorded while it ran ahead is in the report, once
     names = [e["name"] for e in got["test_one[default/web-0]"]["evidence"]]
     assert names.count("probe") == 1 and names.count("fixture") == 1, names
