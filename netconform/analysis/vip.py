@@ -185,7 +185,7 @@ def diagnose(vip_ip: str, vip_port: int, through: dict[str, Any], direct: list[t
 
 
 def diagnose_partial(vip_ip: str, vip_port: int, through: dict[str, Any], direct: list[tuple[Backend, dict[str, Any]]],
-                     *, node: str = "", service: str = "") -> VipVerdict | None:
+                     *, node: str = "", service: str = "", self_ips: Collection[str] = ()) -> VipVerdict | None:
     """None when a ClusterIP that answered did so about as often as its live endpoints make
     likely; else the verdict that its translation works only for some flows.
 
@@ -196,13 +196,17 @@ def diagnose_partial(vip_ip: str, vip_port: int, through: dict[str, Any], direct
     """
     attempted, answered = int(through.get("attempted") or 0), int(through.get("answered") or 0)
     alive = [b for b, r in direct if r.get("ok")]
-    chance = chance_so_few_answered(answered, attempted, len(direct), len(alive))
-    if not through.get("ok") or not alive or chance >= P_CHANCE:
+    # The source's own endpoint answering directly says nothing about reaching it through the
+    # ClusterIP: that goes out and back in through its own port (hairpin), which may be off.
+    # Expect nothing of it.
+    expected = [b for b in alive if b.ip not in self_ips]
+    chance = chance_so_few_answered(answered, attempted, len(direct), len(expected))
+    if not through.get("ok") or not expected or chance >= P_CHANCE:
         return None
     vip = f"{vip_ip}:{vip_port}"
     on = f" on node {node}" if node else ""
     rules = f" (kube-proxy rules for {service})" if service else ""
-    expect = round(attempted * len(alive) / len(direct))
+    expect = round(attempted * len(expected) / len(direct))
     sentence = (f"only {answered} of {attempted} attempts through {vip} answered, though {len(alive)} of "
                 f"{len(direct)} ready endpoints ({', '.join(b.label for b in alive)}) answer directly and about "
                 f"{expect} should have (p = {_chance_text(chance)}) — the translation{on} works only for some "

@@ -114,6 +114,10 @@ def bound_socket(netns: str | None, ip: str, port: int, type: int = socket.SOCK_
     return bind_sockets(netns, [(ip, port, type)], backlog)[0]
 
 
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # socket(7)
+UDP_RCVBUF = 4 << 20
+
+
 def _bind_here(netns: str | None, ip: str, port: int, type_: int, backlog: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     sock = socket.socket(family, type_)
@@ -121,6 +125,11 @@ def _bind_here(netns: str | None, ip: str, port: int, type_: int, backlog: int) 
         if type_ == socket.SOCK_STREAM:
             # a restarted server must rebind at once although old connections sit in TIME_WAIT
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        else:
+            # A suite asks every replica dozens of questions at once; the default receive buffer
+            # (~200 small datagrams) would drop a burst silently while the lab's loop is busy,
+            # which no real CoreDNS on its own machine would. FORCE: root may exceed rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, UDP_RCVBUF)
         sock.bind((ip, port))
         if type_ == socket.SOCK_STREAM:
             sock.listen(backlog)

@@ -727,3 +727,15 @@ def test_status_json_describes_the_running_lab(flavor, lab):
     for p in st["pods"]:
         a = api_pods[(p["namespace"], p["name"])]
         assert (a.status.pod_ip, a.spec.node_name, bool(a.spec.host_network)) == (p["ip"], p["node"], p["host_network"])
+
+
+def test_lab_runs_ahead_of_the_suite_it_serves(lab):
+    """The lab's servers stand in for other machines: a busy suite must not starve them."""
+    from netconform.lab.daemon import LAB_NICE
+
+    running = lab("flannel")
+    pid = int(running.paths.pid.read_text())
+    assert os.getpriority(os.PRIO_PROCESS, pid) == LAB_NICE
+    # and its server threads with it (Linux nice values are per thread, inherited at creation)
+    tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    assert len(tids) > 1 and {os.getpriority(os.PRIO_PROCESS, t) for t in tids} == {LAB_NICE}
