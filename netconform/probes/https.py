@@ -29,8 +29,10 @@ result (it is also scrubbed from a body that echoes it).
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import http.client
+import ipaddress
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -221,10 +223,33 @@ def _exchange(result: HttpsResult, tls: ssl.SSLSocket, deadline: float, token: s
 
 
 def _peer_cert(der: bytes | None, verified: bool) -> PeerCert | None:
+    """The certificate's fields, read by cryptography where it is importable (a node, a laptop)
+    and by `_der_cert_fields` elsewhere (a debug pod's stock python3 has no cryptography, and a
+    C extension cannot ship in the remote payload). Both give the same strings; a certificate
+    neither can read is left out (the verdict never depends on it)."""
     if not der:
         return None
-    from cryptography import x509  # only when there is a certificate to show
+    fields = None
+    try:
+        fields = _cryptography_cert_fields(der)
+    except ValueError:  # a certificate cryptography refuses (e.g. a negative serial): try ours
+        pass
+    if fields is None:
+        try:
+            fields = _der_cert_fields(der)
+        except (ValueError, IndexError):
+            return None
+    return PeerCert(**fields, sha256=hashlib.sha256(der).hexdigest(), verified=verified)
 
+
+def _cryptography_cert_fields(der: bytes) -> dict | None:
+    """PeerCert fields by cryptography; None when it is missing or older than 42 (no *_utc)."""
+    try:
+        from cryptography import x509
+    except ImportError:
+        return None
+    if not hasattr(x509.Certificate, "not_valid_before_utc"):
+        return None
     cert = x509.load_der_x509_certificate(der)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -232,9 +257,131 @@ def _peer_cert(der: bytes | None, verified: bool) -> PeerCert | None:
         sans += [f"IP:{a}" for a in san.get_values_for_type(x509.IPAddress)]
     except x509.ExtensionNotFound:
         sans = []
-    return PeerCert(subject=cert.subject.rfc4514_string(), issuer=cert.issuer.rfc4514_string(), sans=sans,
-                    not_before=cert.not_valid_before_utc.isoformat(), not_after=cert.not_valid_after_utc.isoformat(),
-                    serial=f"{cert.serial_number:x}", sha256=hashlib.sha256(der).hexdigest(), verified=verified)
+    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(), "sans": sans,
+            "not_before": cert.not_valid_before_utc.isoformat(), "not_after": cert.not_valid_after_utc.isoformat(),
+            "serial": f"{cert.serial_number:x}"}
+
+
+# -- a DER reader for the few certificate fields PeerCert shows (RFC 5280 section 4.1) ----------
+# cryptography's short names for RFC 4514 strings; other attribute types print as dotted OIDs.
+_DN_NAMES = {"2.5.4.3": "CN", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O", "2.5.4.11": "OU",
+             "2.5.4.6": "C", "2.5.4.9": "STREET", "0.9.2342.19200300.100.1.25": "DC",
+             "0.9.2342.19200300.100.1.1": "UID"}
+_SAN_OID = "2.5.29.17"
+_BITS, _UTCTIME, _UNIVERSAL, _BMP = 0x03, 0x17, 0x1C, 0x1E  # universal tags (X.680)
+
+
+def _tlv(data: bytes, i: int) -> tuple[int, bytes, int]:
+    """(tag, contents, offset after) of the DER element at `i`."""
+    tag, n = data[i], data[i + 1]
+    i += 2
+    if n & 0x80:
+        width = n & 0x7F
+        if not 0 < width <= 4:
+            raise ValueError("unsupported DER length")
+        n = int.from_bytes(data[i:i + width], "big")
+        i += width
+    if i + n > len(data):
+        raise ValueError("truncated DER element")
+    return tag, data[i:i + n], i + n
+
+
+def _children(data: bytes) -> list[tuple[int, bytes]]:
+    out, i = [], 0
+    while i < len(data):
+        tag, body, i = _tlv(data, i)
+        out.append((tag, body))
+    return out
+
+
+def _oid(body: bytes) -> str:
+    arcs, n = [], 0
+    for b in body:
+        n = n << 7 | b & 0x7F
+        if not b & 0x80:
+            arcs.append(n)
+            n = 0
+    first = min(arcs[0] // 40, 2)
+    return ".".join(map(str, [first, arcs[0] - 40 * first, *arcs[1:]]))
+
+
+def _dn_value(tag: int, body: bytes) -> str:
+    # As cryptography decodes them: BMP/Universal by their encodings, a BitString (x500
+    # UniqueIdentifier) as "#" + its raw contents in hex, every other string type as UTF-8.
+    if tag == _BITS:
+        return "#" + body.hex() if body else ""
+    if tag == _BMP:
+        text = body.decode("utf_16_be", "replace")
+    elif tag == _UNIVERSAL:
+        text = body.decode("utf_32_be", "replace")
+    else:
+        text = body.decode("utf-8", "replace")
+    if not text:
+        return ""
+    for ch in '\\"+,;<>':
+        text = text.replace(ch, "\\" + ch)
+    text = text.replace("\0", "\\00")
+    if text[0] == "#" or (text[0] == " " and len(text) > 1):
+        text = "\\" + text
+    if text[-1] == " ":
+        text = text[:-1] + "\\ "
+    return text
+
+
+def _rfc4514(name: bytes) -> str:
+    rdns = []
+    for _, rdn in _children(name):
+        attrs = []
+        for _, atv in _children(rdn):
+            (_, oid), (tag, value) = _children(atv)[:2]
+            dotted = _oid(oid)
+            attrs.append(f"{_DN_NAMES.get(dotted, dotted)}={_dn_value(tag, value)}")
+        rdns.append("+".join(attrs))
+    return ",".join(reversed(rdns))
+
+
+def _time(tag: int, body: bytes) -> str:
+    text = body.decode("ascii").rstrip("Z")
+    if tag == _UTCTIME:  # YYMMDDHHMMSS; RFC 5280: YY < 50 is 20YY
+        text = ("20" if int(text[:2]) < 50 else "19") + text
+    whole, _, frac = text.partition(".")
+    t = datetime.datetime.strptime(whole, "%Y%m%d%H%M%S").replace(tzinfo=datetime.timezone.utc)
+    if frac:
+        t = t.replace(microsecond=int(frac[:6].ljust(6, "0")))
+    return t.isoformat()
+
+
+def _sans(ext_value: bytes) -> list[str]:
+    (_, names), = _children(ext_value)
+    dns, ips = [], []
+    for tag, body in _children(names):
+        if tag == 0x82:  # [2] dNSName
+            dns.append(f"DNS:{body.decode('utf-8', 'replace')}")
+        elif tag == 0x87 and len(body) in (4, 16):  # [7] iPAddress
+            ips.append(f"IP:{ipaddress.ip_address(body)}")
+    return dns + ips
+
+
+def _der_cert_fields(der: bytes) -> dict:
+    """PeerCert fields read from the DER certificate itself (stdlib only)."""
+    cert = _children(der)[0][1]
+    tbs = _children(_children(cert)[0][1])
+    if tbs[0][0] == 0xA0:  # [0] version, absent for v1 certificates
+        tbs = tbs[1:]
+    serial, issuer, validity, subject = tbs[0], tbs[2], tbs[3], tbs[4]
+    (nb_tag, nb), (na_tag, na) = _children(validity[1])
+    sans: list[str] = []
+    for tag, body in tbs[6:]:
+        if tag != 0xA3:  # [3] extensions
+            continue
+        (_, exts), = _children(body)
+        for _, ext in _children(exts):
+            parts = _children(ext)
+            if _oid(parts[0][1]) == _SAN_OID:
+                sans = _sans(parts[-1][1])
+    return {"subject": _rfc4514(subject[1]), "issuer": _rfc4514(issuer[1]), "sans": sans,
+            "not_before": _time(nb_tag, nb), "not_after": _time(na_tag, na),
+            "serial": f"{int.from_bytes(serial[1], 'big', signed=True):x}"}
 
 
 def _unverified_peer_cert(result: HttpsResult, deadline: float) -> PeerCert | None:
