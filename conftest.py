@@ -6,6 +6,7 @@ pytest_plugins = [
     "plugins.scheduling",
     "plugins.catalog",
     "fixtures.probing",
+    "plugins.remote",
     "plugins.prefetch",
     "plugins.report",
 ]

@@ -3,6 +3,7 @@
     netconform report reports/20250102T030405Z-prod     # re-render report.md and report.html
     netconform report bundle/results.json --out /tmp/r  # ... from a results.json, elsewhere
     netconform list-checks [--area dns] [--json]        # the catalog
+    netconform cleanup [--older-than 1h]                # delete leftover debug pods (remote mode)
 
 A bundle produced inside a cluster can be copied to a laptop and read there: `report` needs only
 its results.json. Subcommands register in `COMMANDS` (room for `job`, `fleet`, `capture`).
@@ -76,9 +77,46 @@ def cmd_list_checks(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_age(value: str) -> float:
+    """`90`, `90s`, `30m`, `2h`, `1d` -> seconds."""
+    import re
+
+    m = re.fullmatch(r"(\d+)([smhd]?)", value.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected an age like 90s, 30m, 2h or 1d, got {value!r}")
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Delete the debug pods netconform runs left (found by their managed-by label, in the debug
+    namespace or everywhere); say what was deleted. Runs sweep their own expired pods; this is
+    for right now, e.g. after a SIGKILLed run."""
+    from netconform.errors import NetconformError
+    from netconform.kube import connect
+    from netconform.remote.debugpod import Refusal, cleanup
+
+    try:
+        cluster = connect(args.kubeconfig, args.context)
+        deleted, failed = cleanup(cluster, None if args.all_namespaces else args.namespace,
+                                  older_than_s=args.older_than)
+    except (NetconformError, Refusal) as e:
+        raise CliError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 -- the API unreachable mid-way: one line, not a traceback
+        raise CliError(f"cannot reach the cluster: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    for key in deleted:
+        print(f"deleted pod {key}")
+    for line in failed:
+        print(f"not deleted: {line}", file=sys.stderr)
+    if not deleted and not failed:
+        where = "any namespace" if args.all_namespaces else f"namespace {args.namespace}"
+        print(f"no netconform debug pods in {where}" + (" old enough" if args.older_than else ""))
+    return 1 if failed else 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "report": (cmd_report, "re-render report.md and report.html from a run's results.json"),
     "list-checks": (cmd_list_checks, "print the check catalog (id, severity, title)"),
+    "cleanup": (cmd_cleanup, "delete debug pods that netconform runs left behind"),
 }
 
 
@@ -93,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "list-checks":
             p.add_argument("--area", help="only the checks of this area (dns, gateway, ...)")
             p.add_argument("--json", action="store_true", help="every field, as JSON")
+        elif name == "cleanup":
+            p.add_argument("--namespace", default="netconform", help="the debug namespace (default netconform)")
+            p.add_argument("--all-namespaces", "-A", action="store_true", help="look in every namespace")
+            p.add_argument("--older-than", type=parse_age, default=None, metavar="AGE",
+                           help="only pods older than this (90s, 30m, 2h, 1d)")
+            p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: as kubectl finds it)")
+            p.add_argument("--context", default=None, help="kubeconfig context")
     return parser
 
 

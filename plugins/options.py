@@ -34,6 +34,25 @@ def parse_fault(value: str) -> tuple[str, str]:
     return name, target
 
 
+MODES = ("auto", "node", "remote")
+
+
+def parse_dns_label(value: str) -> str:
+    if not re.fullmatch(_DNS_LABEL, value or "") or len(value) > 63:
+        raise argparse.ArgumentTypeError(f"expected a lowercase DNS label (e.g. netconform), got {value!r}")
+    return value
+
+
+def parse_ttl(value: str) -> int:
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = 0
+    if not 60 <= seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"expected whole seconds between 60 and 86400, got {value!r}")
+    return seconds
+
+
 def parse_positive_seconds(value: str) -> float:
     try:
         seconds = float(value)
@@ -65,3 +84,17 @@ def pytest_addoption(parser) -> None:
     group.addoption("--context", default=None, metavar="NAME", help="kubeconfig context to use")
     group.addoption("--probe-timeout", type=parse_positive_seconds, default=3.0, metavar="SECONDS",
                     help="timeout of one network probe (default 3)")
+    group.addoption("--mode", choices=MODES, default="auto",
+                    help="where probes run: node (this machine must be the targets' node, as root), remote "
+                         "(through a debug pod per target node, over the exec API), or auto (default: node for "
+                         "targets whose network namespace is reachable here, remote for the rest)")
+    group.addoption("--debug-namespace", default="netconform", type=parse_dns_label, metavar="NS",
+                    help="namespace for remote mode's debug pods (default netconform; it must allow privileged "
+                         "pods: pod-security.kubernetes.io/enforce=privileged)")
+    group.addoption("--debug-image", default=None, metavar="IMAGE",
+                    help="image of the debug pods: any image with python3 >= 3.11 (default "
+                         "public.ecr.aws/docker/library/python:3.13-slim)")
+    group.addoption("--image-pull-secret", action="append", default=[], type=parse_dns_label, metavar="NAME",
+                    help="image pull secret (in --debug-namespace) for --debug-image (repeatable)")
+    group.addoption("--debug-pod-ttl", type=parse_ttl, default=1800, metavar="SECONDS",
+                    help="debug pods end by themselves after this long, even if the run is killed (default 1800)")

@@ -173,8 +173,7 @@ class Prefetch:
         """The evidence bundle's questions for this target's namespace, asked alongside its checks:
         the controller writes the bundle at the end from these answers (run folder), not by
         starting probe workers of its own."""
-        from netconform.report.collect import bundle_questions, probe_limit
-        from netconform.runners.local import runner_for
+        from netconform.report.collect import RESOLV_CONF_PROBE, bundle_questions, probe_limit, resolv_conf_path
         from netconform.runners.shared import shared_calls
 
         plugin = targets(self.config)
@@ -186,12 +185,15 @@ class Prefetch:
 
         def ask() -> None:
             try:
-                path, _, _ = locate_namespace(plugin.snapshot, target)
-                if not path:
+                found = locate_namespace(plugin.snapshot, target)
+                if not found.found:
                     return
-                shared = shared_calls(runner_for(path))
-                for _, probe, kwargs, limit in bundle_questions(kind, probe_limit(self.config.option.probe_timeout)):
+                shared = shared_calls(found.runner)
+                limit_s = probe_limit(self.config.option.probe_timeout)
+                for _, probe, kwargs, limit in bundle_questions(kind, limit_s):
                     shared.call(probe, kwargs, timeout=limit)
+                if kind == "pod" and found.pid:
+                    shared.call(RESOLV_CONF_PROBE, {"path": resolv_conf_path(found.pid)}, timeout=limit_s)
             except Exception:  # noqa: BLE001 -- best effort, as the bundle is: it asks again at the end
                 return
 

@@ -256,13 +256,15 @@ class Reporter:
         try:
             from fixtures.probing import locate_namespace
         except ImportError as e:  # best effort: every folder then says why it has no netns files
-            def cannot(t: RawTarget, why: str = str(e)) -> tuple[str, int, list[str]]:
-                return "", 0, [f"no namespace resolver: {why}"]
+            from netconform.runners.places import Located
+
+            def cannot(t: RawTarget, why: str = str(e)) -> Located:
+                return Located("", 0, [f"no namespace resolver: {why}"])
 
             return cannot
         snap, plan = plugin.snapshot, plugin.plan
         found = {("pod", p.key): p for p in plan.pods} | {("node", n.name): n for n in plan.nodes}
-        # The same resolver the checks use (crictl, cgroup scan, /run/netns by IP).
+        # The same places the checks use (this machine, or the node's debug pod).
         return lambda t: locate_namespace(snap, found[(t.kind, t.name)])
 
     def _probe_meta(self) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 COMMANDS_PROBE = "netconform.report.commands:run_all"
@@ -83,8 +82,13 @@ class Collected:
     how: dict[str, Any] = field(default_factory=dict)
 
 
-# locate(target) -> (netns path or "", pid or 0, what was tried)
-Locate = Callable[[RawTarget], tuple[str, int, list[str]]]
+# locate(target) -> a Located (runners/places.py): path or "", pid or 0, what was tried, runner
+Locate = Callable[[RawTarget], Any]
+
+
+def resolv_conf_path(pid: int) -> str:
+    """The file a pod's resolver reads, through its own mount namespace."""
+    return f"/proc/{pid}/root/etc/resolv.conf"
 
 
 def format_commands(results: list[dict[str, Any]]) -> str:
@@ -104,21 +108,22 @@ def format_commands(results: list[dict[str, Any]]) -> str:
     return "\n\n".join(chunks) + "\n"
 
 
-def collect_target(target: RawTarget, locate: Locate, runner_for: Callable[[str], Any], timeout: float) -> Collected:
+def collect_target(target: RawTarget, locate: Locate, runner_for: Callable[[Any], Any], timeout: float) -> Collected:
     out = Collected(target)
     if target.api_object is not None:
         out.files[f"{target.kind}.yaml"] = target.api_object
     try:
-        path, pid, tried = locate(target)
+        found = locate(target)
+        path, pid, tried = found.path, found.pid, list(found.evidence)
     except Exception as e:  # noqa: BLE001 -- best effort: the reason goes into the bundle
-        path, pid, tried = "", 0, [f"{type(e).__name__}: {e}"]
-    out.how = {"netns": path, "pid": pid, "found_by": tried}
-    if not path:
-        out.errors.append(f"network namespace of {target.label} not found from this machine: "
+        found, path, pid, tried = None, "", 0, [f"{type(e).__name__}: {e}"]
+    out.how = {"netns": path, "pid": pid, "found_by": tried, "place": getattr(found, "place", "")}
+    if found is None or not path:
+        out.errors.append(f"network namespace of {target.label} not found: "
                           + ("; ".join(tried[-3:]) or "no way to find it"))
         return out
     try:
-        runner = runner_for(path)
+        runner = runner_for(found)
     except Exception as e:  # noqa: BLE001
         out.errors.append(f"cannot run probes in {path}: {type(e).__name__}: {e}")
         return out
@@ -133,14 +138,19 @@ def collect_target(target: RawTarget, locate: Locate, runner_for: Callable[[str]
             results = iter(call.value)
             for file, cmds in wanted.items():
                 out.files[file] = format_commands([next(results) for _ in cmds])
-    if pid:
-        # The file the pod's resolver reads, through its own mount namespace.
-        conf = Path(f"/proc/{pid}/root/etc/resolv.conf")
-        try:
-            out.files["resolv.conf"] = conf.read_text()
-        except OSError as e:
-            out.errors.append(f"resolv.conf: cannot read {conf}: {e.strerror}")
+    if pid and target.kind == "pod":
+        # The same question the DNS checks ask (so usually an answer already shared).
+        call = runner.call(RESOLV_CONF_PROBE, {"path": resolv_conf_path(pid)}, timeout=timeout)
+        if call.status != "ok":
+            out.errors.append(f"resolv.conf: {RESOLV_CONF_PROBE} {call.status}: {call.error or call.error_type}")
+        elif not call.value.get("ok"):
+            out.errors.append(f"resolv.conf: cannot read {call.value.get('path')}: {call.value.get('error')}")
+        else:
+            out.files["resolv.conf"] = call.value["text"]
     return out
+
+
+RESOLV_CONF_PROBE = "files:read_text"
 
 
 class _Shared:
@@ -153,17 +163,16 @@ class _Shared:
         return self.shared.call(probe, kwargs, timeout=timeout)[0]
 
 
-def collect_raw(targets: list[RawTarget], locate: Locate, runner_for: Callable[[str], Any] | None = None,
+def collect_raw(targets: list[RawTarget], locate: Locate, runner_for: Callable[[Any], Any] | None = None,
                 timeout: float = 10.0, parallel: int = 8) -> list[Collected]:
     """Collect every target in parallel; never raises (failures are in each `Collected.errors`)."""
     if runner_for is None:
-        from netconform.runners.local import runner_for as local_runner_for
         from netconform.runners.shared import shared_calls
 
-        def runner_for(path: str) -> Any:
+        def runner_for(found: Any) -> Any:
             # Answers the checks' workers already got for the same questions come from the run's
             # shared folder: no second look, and no probe worker started here for them.
-            return _Shared(shared_calls(local_runner_for(path)))
+            return _Shared(shared_calls(found.runner))
 
     def one(t: RawTarget) -> Collected:
         start = time.monotonic()

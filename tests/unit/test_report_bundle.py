@@ -11,6 +11,7 @@ import yaml
 from netconform.redact import MARK, Redactor
 from netconform.report import bundle, collect
 from netconform.runners.base import ProbeCall
+from netconform.runners.places import Located
 from tests.unit.report_doc import make_doc
 
 START = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -129,7 +130,8 @@ class FakeRunner:
 def test_collect_target_files_for_a_node(tmp_path):
     runner = FakeRunner(fail={"netinfo:neighbours"})
     t = collect.RawTarget("node", "n1", {"metadata": {"name": "n1"}})
-    (c,) = collect.collect_raw([t], lambda t: ("/run/netns/n1", 0, ["found"]), runner_for=lambda p: runner, timeout=5)
+    (c,) = collect.collect_raw([t], lambda t: Located("/run/netns/n1", 0, ["found"], runner), runner_for=lambda f: f.runner,
+                               timeout=5)
     assert set(c.files) == {"node.yaml", "addresses.json", "routes.json", "links.json", "ip-addr.txt", "ip-route.txt",
                             "ip-rule.txt", "ip-neigh.txt", "ip-link.txt", "iptables-save.txt", "ip6tables-save.txt",
                             "conntrack-stats.txt", "sysctl-net.txt"}
@@ -141,14 +143,14 @@ def test_collect_never_raises():
     def locate(t):
         if t.name == "boom":
             raise RuntimeError("resolver bug")
-        return "", 0, ["crictl: not found", "cgroup: no process"]
+        return Located("", 0, ["crictl: not found", "cgroup: no process"])
 
     def runner_for(path):
         raise AssertionError("never reached")
 
     found = collect.collect_raw([collect.RawTarget("pod", "a/x"), collect.RawTarget("pod", "boom")], locate,
                                 runner_for=runner_for)
-    assert "not found from this machine: crictl: not found; cgroup: no process" in found[0].errors[0]
+    assert "not found: crictl: not found; cgroup: no process" in found[0].errors[0]
     assert "RuntimeError: resolver bug" in found[1].errors[0]
 
 
