@@ -34,6 +34,10 @@ WARM_IMPORTS = ("netconform.probes.vip", "netconform.probes.tcp", "netconform.pr
                 "netconform.runners.base", "dns.message", "dns.name", "dns.rdatatype", "dns.rcode",
                 "dns.flags", "http.client", "ssl", "cryptography.x509", "pyroute2")
 PR_SET_PDEATHSIG = 1
+# Interpreter options for the workers `command` starts. The remote hub sets ("-S",): in a debug
+# pod the workers then import only the stdlib and the shipped payload (on PYTHONPATH), never what
+# the image's site-packages happen to hold.
+PYTHON_FLAGS: tuple[str, ...] = ()
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -210,7 +214,7 @@ def command(mode: str, *args: str) -> tuple[list[str], dict[str, str]]:
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     # ... and find probes the way the parent would (pytest rootdir, SRE probe modules).
     env["NETCONFORM_WORKER_SYSPATH"] = json.dumps([p or os.getcwd() for p in sys.path])
-    return [sys.executable, "-m", "netconform.runners._worker", mode, *args], env
+    return [sys.executable, *PYTHON_FLAGS, "-m", "netconform.runners._worker", mode, *args], env
 
 
 def main(argv: list[str]) -> int:
